@@ -1,0 +1,97 @@
+// Package journal is tock's event log: the durable record of every
+// schedule, cancel, fire and slot close, grouped by time slot.
+//
+// Each time slot's events live under a key of their own (on NATS: the
+// subject tock.journal.<slot>), so a slot replays alone and is purged alone.
+// An append stores a batch of events for one slot as one record; records of
+// one slot are stored in the order their Appends were called.
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tockd/tock/msgid"
+)
+
+// Kind says what an event records.
+type Kind uint8
+
+const (
+	// Scheduled: a message was accepted; it carries everything needed to deliver it.
+	Scheduled Kind = 1
+	// Cancelled: a pending message was cancelled at At.
+	Cancelled Kind = 2
+	// Fired: a message was delivered (PubAck'd for stream targets) at At.
+	Fired Kind = 3
+	// Closed: at At every message of the slot was delivered or cancelled and
+	// the slot's time had passed; the slot may be purged after retention.
+	// ID is zero.
+	Closed Kind = 4
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Scheduled:
+		return "scheduled"
+	case Cancelled:
+		return "cancelled"
+	case Fired:
+		return "fired"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Header is a message's headers, as in nats.Header.
+type Header map[string][]string
+
+// Event is one entry of the log. Fields a kind does not use are zero.
+type Event struct {
+	Kind Kind
+	ID   msgid.ID
+	// At is when the event happened, Unix ms: acceptance, cancel, fire or close time.
+	At int64
+	// Scheduled only.
+	Target    string
+	DeliverAt int64 // Unix ms
+	Header    Header
+	Body      []byte
+}
+
+// Journal stores and replays slot events. Implementations are safe for
+// concurrent use.
+type Journal interface {
+	// Append stores events as one record of slot. done is called exactly
+	// once, never from within Append, with the stream sequence of the
+	// stored record, or with an error if it may not have been stored (a
+	// lost acknowledgement is also an error: the caller must reload the
+	// slot to learn what was stored). Appends are group-committed: many
+	// records from many callers share one round trip. Records of one slot
+	// are stored in call order.
+	Append(slot int64, events []Event, done func(seq uint64, err error))
+	// Load returns all stored events of slot in order, and the sequence of
+	// its last record (0 if the slot has none).
+	Load(ctx context.Context, slot int64) ([]Event, uint64, error)
+	// Tail returns the events of slot's last record and its sequence; no
+	// events and 0 if the slot has none.
+	Tail(ctx context.Context, slot int64) ([]Event, uint64, error)
+	// Slots lists the slots that have records, ascending.
+	Slots(ctx context.Context) ([]int64, error)
+	// PurgeUpTo removes slot's records with sequence ≤ seq; later records stay.
+	PurgeUpTo(ctx context.Context, slot int64, seq uint64) error
+	// Close waits for appends already called to finish (their done runs),
+	// then releases resources. Appends after Close fail with ErrClosed.
+	Close() error
+}
+
+var (
+	// ErrClosed: the journal was closed.
+	ErrClosed = errors.New("journal closed")
+	// ErrUnavailable: the store cannot take writes now (server down, storage full, timeout).
+	ErrUnavailable = errors.New("journal unavailable")
+	// ErrCorrupt: a stored record cannot be decoded.
+	ErrCorrupt = errors.New("journal record corrupt")
+)

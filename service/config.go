@@ -1,0 +1,70 @@
+// Package service assembles a running tock: the NATS server (embedded or
+// external), the journal, the slot actors, the delivery publisher and the
+// NATS API, and takes them down again in order.
+package service
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config is everything `tock serve` can set.
+type Config struct {
+	// DataDir holds the embedded server's JetStream store. Ignored with NATSURL.
+	DataDir string
+	// Listen is the embedded server's client address, HOST:PORT; port -1 picks a free one.
+	Listen string
+	// NATSURL, when set, uses that JetStream-enabled server instead of embedding one.
+	NATSURL string
+	// MaxDelay bounds how far ahead a message may be scheduled.
+	MaxDelay time.Duration
+	// MaxPayload bounds body plus headers of a scheduled message, in bytes.
+	MaxPayload int
+	// Retention is how long delivered and cancelled messages stay queryable.
+	Retention time.Duration
+	// SlotWidth is the span of deliver times one slot actor owns.
+	SlotWidth time.Duration
+	// Horizon is how long before its start a slot is loaded into memory.
+	Horizon time.Duration
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Defaults for Config's zero fields.
+const (
+	DefaultDataDir    = "./tock-data"
+	DefaultListen     = "127.0.0.1:4222"
+	DefaultMaxDelay   = 365 * 24 * time.Hour
+	DefaultMaxPayload = 512 << 10
+	DefaultRetention  = 72 * time.Hour
+	DefaultSlotWidth  = time.Minute
+	DefaultHorizon    = 10 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.MaxDelay <= 0 {
+		c.MaxDelay = DefaultMaxDelay
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.Retention <= 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.SlotWidth <= 0 {
+		c.SlotWidth = DefaultSlotWidth
+	}
+	if c.Horizon <= 0 {
+		c.Horizon = DefaultHorizon
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
