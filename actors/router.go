@@ -1,0 +1,320 @@
+package actors
+
+import (
+	"container/heap"
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tockd/tock/actors/slot"
+	"github.com/tockd/tock/clock"
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
+)
+
+// Messages the router receives.
+type (
+	scheduleCmd struct {
+		req   ScheduleRequest
+		reply func(slot.Result)
+	}
+	lookupCmd struct { // cancel or get
+		id     msgid.ID
+		cancel bool
+		reply  func(slot.Result)
+	}
+	// coldDone answers a Scheduled event appended for a slot not in memory.
+	coldDone struct {
+		index int64
+		ev    journal.Event
+		err   error
+		reply func(slot.Result)
+	}
+	// passivate is a slot actor asking to leave memory.
+	passivate struct {
+		index     int64
+		pid       *actor.PID
+		handled   uint64
+		done      bool   // finished: nothing pending
+		closedSeq uint64 // >0: the slot is finished; purge up to here after retention
+		closedAt  int64
+	}
+	horizonTick struct{}
+	purgeTick   struct{}
+	purgeDone   struct {
+		p   purgeEntry
+		err error
+	}
+	// stay refuses a passivation; pinned tells the actor it is inside the
+	// horizon and must stay until finished.
+	stay     struct{ pinned bool }
+	statsReq struct{}
+)
+
+type slotRef struct {
+	pid       *actor.PID
+	forwarded uint64 // commands sent, compared with the actor's count on passivation
+}
+
+// router owns the map from slot number to slot actor. Every command passes
+// through it, so it alone decides when a slot enters or leaves memory:
+//   - slots whose start is within the horizon are activated ahead of time
+//     and stay until they are finished;
+//   - a schedule for a slot beyond the horizon is appended to the journal
+//     directly ("cold"): far-future messages cost no memory at all;
+//   - cancel and get load the slot they name, which leaves again once idle.
+type router struct {
+	env     *env
+	active  map[int64]*slotRef
+	stamper msgid.Stamper
+	// horizon is the highest slot activated because its time came near.
+	horizon      int64
+	horizonTimer clock.Timer
+	purges       purgeHeap
+	purgeTimer   clock.Timer
+	purging      bool
+	initial      []int64      // slots to load at start: unfinished or near
+	initialPurge []purgeEntry // finished slots found at start
+	self         *actor.PID
+	props        func(index int64, pinned bool) *actor.Props
+	root         *actor.RootContext
+}
+
+func (r *router) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		r.self = ctx.Self()
+		for _, idx := range r.initial {
+			r.activate(ctx, idx)
+		}
+		r.initial = nil
+		for _, p := range r.initialPurge {
+			heap.Push(&r.purges, p)
+		}
+		r.initialPurge = nil
+		r.advanceHorizon(ctx)
+		r.armPurge()
+	case *actor.Stopping:
+		r.stopTimers()
+	case *scheduleCmd:
+		r.schedule(ctx, m)
+	case *lookupCmd:
+		r.lookup(ctx, m)
+	case *coldDone:
+		r.coldDone(ctx, m)
+	case *passivate:
+		r.passivate(ctx, m)
+	case *horizonTick:
+		r.advanceHorizon(ctx)
+	case *purgeTick:
+		r.purgeDue()
+	case *purgeDone:
+		r.purging = false
+		if m.err != nil {
+			r.env.log.Warn("purge failed; retrying later", "slot", m.p.index, "err", m.err)
+			m.p.at = r.now() + r.env.widthMs
+			heap.Push(&r.purges, m.p)
+		} else {
+			r.env.stats.purged.Add(1)
+		}
+		r.purgeDue()
+	case *statsReq:
+		ctx.Respond(r.env.stats.snapshot(len(r.active)))
+	}
+}
+
+func (r *router) now() int64 { return clock.Millis(r.env.clock.Now()) }
+
+func (r *router) slotOf(ms int64) int64 { return ms / r.env.widthMs }
+
+func (r *router) schedule(ctx actor.Context, m *scheduleCmd) {
+	now := r.now()
+	at := max(m.req.DeliverAt, now) // the past means now
+	ev := journal.Event{
+		Kind: journal.Scheduled, ID: msgid.New(at, r.stamper.Next(now)), At: now,
+		Target: m.req.Target, DeliverAt: at, Header: m.req.Header, Body: m.req.Body,
+	}
+	idx := r.slotOf(at)
+	in := slot.Schedule{Event: ev, To: m.reply}
+	if ref := r.active[idx]; ref != nil {
+		r.forward(ctx, ref, in)
+		return
+	}
+	if idx <= r.horizon {
+		r.forward(ctx, r.activate(ctx, idx), in)
+		return
+	}
+	self, root := r.self, r.root
+	r.env.journal.Append(idx, []journal.Event{ev}, func(_ uint64, err error) {
+		root.Send(self, &coldDone{index: idx, ev: ev, err: err, reply: m.reply})
+	})
+}
+
+func (r *router) coldDone(ctx actor.Context, m *coldDone) {
+	rec := slot.Record{ID: m.ev.ID, Target: m.ev.Target, DeliverAt: m.ev.DeliverAt, State: slot.Pending}
+	if m.err != nil {
+		r.env.log.Warn("journal append failed", "slot", m.index, "err", m.err)
+		r.env.stats.appendErrors.Add(1)
+		m.reply(slot.Result{Status: slot.Unavailable, Record: rec})
+		return
+	}
+	r.env.stats.count(journal.Scheduled)
+	// The slot may have been loaded while the append was in flight and
+	// missed the event; Adopt is idempotent, so hand it over regardless.
+	// If the horizon passed the slot meanwhile and it already left memory
+	// (it looked empty), load it again: nothing else ever would.
+	ref := r.active[m.index]
+	if ref == nil && m.index <= r.horizon {
+		ref = r.activate(ctx, m.index)
+	}
+	if ref != nil {
+		r.forward(ctx, ref, slot.Adopt{Event: m.ev})
+	}
+	m.reply(slot.Result{Status: slot.OK, Record: rec})
+}
+
+func (r *router) lookup(ctx actor.Context, m *lookupCmd) {
+	at := m.id.DeliverAt()
+	if at < 0 || at > r.now()+r.env.maxDelayMs+r.env.widthMs {
+		m.reply(slot.Result{Status: slot.NotFound, Record: slot.Record{ID: m.id}})
+		return
+	}
+	var in slot.Input = slot.Get{ID: m.id, To: m.reply}
+	if m.cancel {
+		in = slot.Cancel{ID: m.id, To: m.reply}
+	}
+	idx := r.slotOf(at)
+	ref := r.active[idx]
+	if ref == nil {
+		ref = r.activate(ctx, idx)
+	}
+	r.forward(ctx, ref, in)
+}
+
+func (r *router) forward(ctx actor.Context, ref *slotRef, in slot.Input) {
+	ref.forwarded++
+	ctx.Send(ref.pid, &command{in: in})
+}
+
+func (r *router) activate(ctx actor.Context, idx int64) *slotRef {
+	if ref := r.active[idx]; ref != nil {
+		return ref
+	}
+	props := r.props(idx, idx <= r.horizon)
+	pid, err := ctx.SpawnNamed(props, "slot-"+strconv.FormatInt(idx, 10))
+	if err != nil {
+		// The name is taken only while a passivated actor of this slot is
+		// still stopping; spawn unnamed rather than wait for it.
+		pid = ctx.Spawn(props)
+	}
+	ref := &slotRef{pid: pid}
+	r.active[idx] = ref
+	return ref
+}
+
+func (r *router) passivate(ctx actor.Context, m *passivate) {
+	ref := r.active[m.index]
+	if ref == nil || !ref.pid.Equal(m.pid) {
+		return
+	}
+	near := m.index <= r.horizon
+	if ref.forwarded != m.handled || (near && !m.done) {
+		// A command is on its way, or the slot's time came near while it
+		// asked: it stays, and asks again once idle and allowed.
+		ctx.Send(m.pid, &stay{pinned: near})
+		return
+	}
+	delete(r.active, m.index)
+	ctx.Stop(m.pid)
+	if m.closedSeq > 0 {
+		heap.Push(&r.purges, purgeEntry{at: m.closedAt + r.env.retentionMs, index: m.index, seq: m.closedSeq})
+		r.armPurge()
+	}
+}
+
+// advanceHorizon activates every slot whose start has come within the
+// horizon, then sleeps until the next one does.
+func (r *router) advanceHorizon(ctx actor.Context) {
+	now := r.now()
+	upTo := r.slotOf(now + r.env.horizonMs)
+	from := r.horizon + 1
+	r.horizon = max(r.horizon, upTo)
+	for idx := from; idx <= upTo; idx++ {
+		if ref := r.active[idx]; ref != nil {
+			ctx.Send(ref.pid, &stay{pinned: true}) // loaded for a get; now it must stay
+			continue
+		}
+		r.activate(ctx, idx)
+	}
+	next := (r.horizon+1)*r.env.widthMs - r.env.horizonMs
+	if r.horizonTimer != nil {
+		r.horizonTimer.Stop()
+	}
+	self, root := r.self, r.root
+	r.horizonTimer = r.env.clock.AfterFunc(time.Duration(next-now)*time.Millisecond, func() { root.Send(self, &horizonTick{}) })
+}
+
+func (r *router) armPurge() {
+	if r.purging || r.purges.Len() == 0 {
+		return
+	}
+	if r.purgeTimer != nil {
+		r.purgeTimer.Stop()
+	}
+	self, root := r.self, r.root
+	d := time.Duration(r.purges[0].at-r.now()) * time.Millisecond
+	r.purgeTimer = r.env.clock.AfterFunc(max(d, 0), func() { root.Send(self, &purgeTick{}) })
+}
+
+// purgeDue removes the journal records of one finished slot whose
+// retention ran out; one purge at a time, off the router's goroutine.
+func (r *router) purgeDue() {
+	if r.purging || r.purges.Len() == 0 || r.purges[0].at > r.now() {
+		r.armPurge()
+		return
+	}
+	p := heap.Pop(&r.purges).(purgeEntry)
+	if r.active[p.index] != nil {
+		// Loaded again (a late get, say): it will ask to leave and bring a
+		// fresh purge entry with it.
+		r.purgeDue()
+		return
+	}
+	r.purging = true
+	self, root, j := r.self, r.root, r.env.journal
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
+		defer cancel()
+		// Up to the Closed record only: anything appended later survives.
+		root.Send(self, &purgeDone{p: p, err: j.PurgeUpTo(ctx, p.index, p.seq)})
+	}()
+}
+
+func (r *router) stopTimers() {
+	for _, t := range []clock.Timer{r.horizonTimer, r.purgeTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+type purgeEntry struct {
+	at    int64 // Unix ms when retention ends
+	index int64
+	seq   uint64
+}
+
+type purgeHeap []purgeEntry
+
+func (h purgeHeap) Len() int           { return len(h) }
+func (h purgeHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h purgeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *purgeHeap) Push(x any)        { *h = append(*h, x.(purgeEntry)) }
+func (h *purgeHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}

@@ -1,0 +1,229 @@
+// Package actors runs tock's time slots as protoactor-go actors.
+//
+// A router actor owns every slot actor. Each slot actor is a thin shell
+// around the pure state machine in actors/slot: it persists the events the
+// machine produces to the journal, arms timers through the injected clock,
+// and only after the journal acknowledged the events replies to producers
+// and hands due messages to the Publisher. docs/ARCHITECTURE.md has the
+// whole picture.
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tockd/tock/actors/slot"
+	"github.com/tockd/tock/clock"
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
+)
+
+// loadTimeout bounds one journal read (load, tail, purge).
+const loadTimeout = 30 * time.Second
+
+// Publisher delivers due messages to their targets.
+type Publisher interface {
+	// Publish sends d, retrying until it is confirmed (PubAck'd for stream
+	// targets), then calls done exactly once. It must not block for long:
+	// slow targets queue inside the publisher, not in the actor.
+	Publish(d slot.Delivery, done func())
+}
+
+// Config tunes the scheduler.
+type Config struct {
+	SlotWidth time.Duration // span of deliver times per slot actor
+	Horizon   time.Duration // how long before its start a slot is loaded
+	Retention time.Duration // how long finished slots stay queryable
+	MaxDelay  time.Duration // the furthest deliver time the gateway accepts
+	// Flow limits per slot; zero means the slot package's defaults.
+	MaxInFlight, MaxPerStep int
+}
+
+// Deps are the scheduler's connections to the world.
+type Deps struct {
+	Journal   journal.Journal
+	Publisher Publisher
+	Clock     clock.Clock
+	Logger    *slog.Logger
+	// Dispatcher, when set, runs every actor's mailbox (the simulator
+	// passes a deterministic one); nil means protoactor's default.
+	Dispatcher actor.Dispatcher
+}
+
+type env struct {
+	cfg                                         Config
+	widthMs, horizonMs, retentionMs, maxDelayMs int64
+	journal                                     journal.Journal
+	publisher                                   Publisher
+	clock                                       clock.Clock
+	log                                         *slog.Logger
+	system                                      *actor.ActorSystem
+	stats                                       stats
+}
+
+// Scheduler is the running set of actors. Its methods are safe for
+// concurrent use; each reply func is called exactly once, from an actor's
+// goroutine, unless the scheduler is stopped first.
+type Scheduler struct {
+	env    *env
+	system *actor.ActorSystem
+	router *actor.PID
+}
+
+// ErrConfig reports an unusable configuration.
+var ErrConfig = errors.New("invalid scheduler config")
+
+// Start recovers from the journal and starts the actors: slots whose time
+// has come near, or passed without finishing, are loaded at once; finished
+// slots only have their purge planned.
+func Start(ctx context.Context, cfg Config, deps Deps) (*Scheduler, error) {
+	if cfg.SlotWidth < time.Millisecond || cfg.Horizon < 0 || cfg.Retention < 0 || cfg.MaxDelay <= 0 {
+		return nil, fmt.Errorf("%w: slot width %v, horizon %v, retention %v, max delay %v",
+			ErrConfig, cfg.SlotWidth, cfg.Horizon, cfg.Retention, cfg.MaxDelay)
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &env{
+		cfg: cfg, widthMs: cfg.SlotWidth.Milliseconds(), horizonMs: cfg.Horizon.Milliseconds(),
+		retentionMs: cfg.Retention.Milliseconds(), maxDelayMs: cfg.MaxDelay.Milliseconds(),
+		journal: deps.Journal, publisher: deps.Publisher, clock: deps.Clock, log: deps.Logger,
+	}
+	r := &router{env: e, active: make(map[int64]*slotRef)}
+	if err := r.recover(ctx); err != nil {
+		return nil, err
+	}
+	e.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return deps.Logger.With("lib", "protoactor")
+	}))
+	r.root = e.system.Root
+
+	slotSupervisor := actor.NewExponentialBackoffStrategy(time.Minute, 100*time.Millisecond)
+	r.props = func(idx int64, pinned bool) *actor.Props {
+		opts := []actor.PropsOption{}
+		if deps.Dispatcher != nil {
+			opts = append(opts, actor.WithDispatcher(deps.Dispatcher))
+		}
+		return actor.PropsFromProducer(func() actor.Actor { return newSlotActor(e, idx, pinned) }, opts...)
+	}
+	opts := []actor.PropsOption{actor.WithSupervisor(slotSupervisor)}
+	if deps.Dispatcher != nil {
+		opts = append(opts, actor.WithDispatcher(deps.Dispatcher))
+	}
+	pid, err := e.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return r }, opts...), "router")
+	if err != nil {
+		return nil, fmt.Errorf("spawn router: %w", err)
+	}
+	return &Scheduler{env: e, system: e.system, router: pid}, nil
+}
+
+// recover plans the start from the journal's slot list.
+func (r *router) recover(ctx context.Context) error {
+	slots, err := r.env.journal.Slots(ctx)
+	if err != nil {
+		return fmt.Errorf("list journal slots: %w", err)
+	}
+	now := r.now()
+	current := r.slotOf(now)
+	r.horizon = r.slotOf(now + r.env.horizonMs)
+	for _, idx := range slots {
+		switch {
+		case idx > r.horizon:
+			// Far future: loaded when the horizon reaches it.
+		case idx < current:
+			// Its time is over. A Closed tail means finished: plan the purge
+			// without loading; anything else is overdue work.
+			tail, seq, err := r.env.journal.Tail(ctx, idx)
+			if err != nil {
+				return fmt.Errorf("read tail of slot %d: %w", idx, err)
+			}
+			if n := len(tail); n > 0 && tail[n-1].Kind == journal.Closed {
+				r.initialPurge = append(r.initialPurge, purgeEntry{at: tail[n-1].At + r.env.retentionMs, index: idx, seq: seq})
+				continue
+			}
+			r.initial = append(r.initial, idx)
+		default:
+			r.initial = append(r.initial, idx)
+		}
+	}
+	// Stamps of new ids must exceed those of ids accepted before a restart
+	// even if the wall clock stepped back a little: they follow wall time.
+	r.stamper.Next(now)
+	return nil
+}
+
+// Schedule accepts a message; reply gets its record once it is durable.
+func (s *Scheduler) Schedule(req ScheduleRequest, reply func(slot.Result)) {
+	s.system.Root.Send(s.router, &scheduleCmd{req: req, reply: reply})
+}
+
+// Cancel cancels a pending message.
+func (s *Scheduler) Cancel(id msgid.ID, reply func(slot.Result)) {
+	s.system.Root.Send(s.router, &lookupCmd{id: id, cancel: true, reply: reply})
+}
+
+// Get looks a message up.
+func (s *Scheduler) Get(id msgid.ID, reply func(slot.Result)) {
+	s.system.Root.Send(s.router, &lookupCmd{id: id, reply: reply})
+}
+
+// Stats is a snapshot of the scheduler's counters.
+type Stats struct {
+	ActiveSlots     int   `json:"active_slots"`
+	ResidentEntries int64 `json:"resident_entries"`
+	Scheduled       int64 `json:"scheduled"`
+	Cancelled       int64 `json:"cancelled"`
+	Fired           int64 `json:"fired"`
+	SlotLoads       int64 `json:"slot_loads"`
+	SlotsPurged     int64 `json:"slots_purged"`
+	AppendErrors    int64 `json:"append_errors"`
+}
+
+// Stats asks the router for a snapshot.
+func (s *Scheduler) Stats(timeout time.Duration) (Stats, error) {
+	res, err := s.system.Root.RequestFuture(s.router, &statsReq{}, timeout).Result()
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats: %w", err)
+	}
+	return res.(Stats), nil
+}
+
+// Stop stops every actor. Commands still in flight get no reply; nothing
+// acknowledged is affected, since acknowledgements follow durability.
+func (s *Scheduler) Stop(timeout time.Duration) error {
+	err := s.system.Root.PoisonFuture(s.router).Wait()
+	s.system.Shutdown()
+	if err != nil {
+		return fmt.Errorf("stop router: %w", err)
+	}
+	return nil
+}
+
+type stats struct {
+	resident, scheduled, cancelled, fired, loads, purged, appendErrors atomic.Int64
+}
+
+func (st *stats) count(k journal.Kind) {
+	switch k {
+	case journal.Scheduled:
+		st.scheduled.Add(1)
+	case journal.Cancelled:
+		st.cancelled.Add(1)
+	case journal.Fired:
+		st.fired.Add(1)
+	}
+}
+
+func (st *stats) snapshot(active int) Stats {
+	return Stats{
+		ActiveSlots: active, ResidentEntries: st.resident.Load(),
+		Scheduled: st.scheduled.Load(), Cancelled: st.cancelled.Load(), Fired: st.fired.Load(),
+		SlotLoads: st.loads.Load(), SlotsPurged: st.purged.Load(), AppendErrors: st.appendErrors.Load(),
+	}
+}

@@ -1,0 +1,371 @@
+// Package slot is the pure state machine of one time slot: every message
+// due within [Index*Width, (Index+1)*Width) milliseconds.
+//
+// It follows etcd-io/raft's shape. Recover replays stored events; Step
+// applies one input at a given time and queues what must happen; Ready
+// hands those effects out. The package has no goroutines, clock or I/O:
+// time is an argument, and faults arrive as inputs.
+//
+// The caller must honour the order a Ready states:
+//  1. persist Ready.Events (one journal append, in order);
+//  2. only after the journal acknowledged them, and after every earlier
+//     Ready's events were acknowledged, send Ready.Replies and hand
+//     Ready.Deliveries to the publisher — so no reply and no delivery ever
+//     rests on state that is not durable;
+//  3. arm a timer for Ready.WakeAt and Step(Tick) when it fires.
+//
+// If an append fails, the state machine is ahead of the journal: the caller
+// must answer the affected replies as unavailable, drop the slot and
+// Recover a new one from the journal.
+package slot
+
+import (
+	"container/heap"
+
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
+)
+
+// Config fixes a slot's identity and flow limits.
+type Config struct {
+	Index int64 // slot number: deliver times in [Index*Width, (Index+1)*Width)
+	Width int64 // milliseconds
+	// MaxInFlight bounds deliveries handed out and not yet confirmed; more
+	// due messages wait (a backlog), so a slow target cannot exhaust memory.
+	MaxInFlight int
+	// MaxPerStep bounds deliveries handed out by one Step, so a burst does
+	// not starve cancels and gets queued behind it.
+	MaxPerStep int
+}
+
+// Default flow limits.
+const (
+	DefaultMaxInFlight = 8192
+	DefaultMaxPerStep  = 1024
+)
+
+// Input is something that happens to a slot.
+type Input interface{ isInput() }
+
+// Schedule accepts a new message. Event is the complete Scheduled event;
+// To is handed back in the Reply.
+type Schedule struct {
+	Event journal.Event
+	To    any
+}
+
+// Adopt adds a Scheduled event that is already durable (written while the
+// slot was not in memory). Idempotent; no reply.
+type Adopt struct{ Event journal.Event }
+
+// Cancel cancels a pending message.
+type Cancel struct {
+	ID msgid.ID
+	To any
+}
+
+// Get asks for a message's record.
+type Get struct {
+	ID msgid.ID
+	To any
+}
+
+// Tick only advances time: due messages fire and a finished slot closes.
+type Tick struct{}
+
+// Published confirms that a delivery was published (PubAck'd for stream targets).
+type Published struct{ ID msgid.ID }
+
+func (Schedule) isInput()  {}
+func (Adopt) isInput()     {}
+func (Cancel) isInput()    {}
+func (Get) isInput()       {}
+func (Tick) isInput()      {}
+func (Published) isInput() {}
+
+// Reply answers the input that carried To.
+type Reply struct {
+	To     any
+	Result Result
+}
+
+// Delivery is a message to publish now.
+type Delivery struct {
+	ID        msgid.ID
+	Target    string
+	DeliverAt int64
+	Header    journal.Header
+	Body      []byte
+}
+
+// Ready is what the caller must do after a Step, in the order of the
+// package comment.
+type Ready struct {
+	Events     []journal.Event
+	Replies    []Reply
+	Deliveries []Delivery
+	// WakeAt is when the slot next needs a Tick (Unix ms; ≤ now means at
+	// once); 0 means no timer: it waits for inputs only.
+	WakeAt int64
+}
+
+// IsEmpty reports whether the Ready asks for nothing but a timer.
+func (r Ready) IsEmpty() bool {
+	return len(r.Events) == 0 && len(r.Replies) == 0 && len(r.Deliveries) == 0
+}
+
+type entry struct {
+	Record
+	header journal.Header
+	body   []byte
+}
+
+// Slot is one time slot's state. Not safe for concurrent use.
+type Slot struct {
+	cfg      Config
+	entries  map[msgid.ID]*entry
+	due      dueHeap // pending entries; cancelled ones are skipped when popped
+	pending  int     // entries in state Pending
+	inFlight int     // entries in state Delivering
+	closed   bool    // a Closed event ends the log and nothing happened since
+	closedAt int64   // At of that Closed event
+	ready    Ready
+}
+
+// New returns an empty slot.
+func New(cfg Config) *Slot {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.MaxPerStep <= 0 {
+		cfg.MaxPerStep = DefaultMaxPerStep
+	}
+	return &Slot{cfg: cfg, entries: make(map[msgid.ID]*entry)}
+}
+
+// Start and End bound the slot's deliver times, Unix ms: [Start, End).
+func (s *Slot) Start() int64 { return s.cfg.Index * s.cfg.Width }
+func (s *Slot) End() int64   { return (s.cfg.Index + 1) * s.cfg.Width }
+
+// Len is the number of messages held, including delivered and cancelled
+// ones kept for queries.
+func (s *Slot) Len() int { return len(s.entries) }
+
+// Pending is the number of messages not yet delivered or cancelled.
+func (s *Slot) Pending() int { return s.pending + s.inFlight }
+
+// InFlight is the number of deliveries handed out and not yet confirmed.
+func (s *Slot) InFlight() int { return s.inFlight }
+
+// Done reports whether the slot is finished: its Closed event is the last
+// thing that happened, so nothing remains to deliver and it may leave memory.
+func (s *Slot) Done() bool { return s.closed || (len(s.entries) == 0 && s.Pending() == 0) }
+
+// ClosedAt is when the slot closed (Unix ms), if Done after a Closed event.
+func (s *Slot) ClosedAt() int64 { return s.closedAt }
+
+// Recover applies a stored event during replay. It queues no effects;
+// messages that were being delivered when the log ends are pending again
+// and fire once more (at least once, with the same id).
+func (s *Slot) Recover(ev journal.Event) {
+	switch ev.Kind {
+	case journal.Scheduled:
+		s.add(ev)
+	case journal.Cancelled:
+		if e := s.entries[ev.ID]; e != nil && e.State == Pending {
+			s.finish(e, Cancelled, ev.At)
+		}
+	case journal.Fired:
+		if e := s.entries[ev.ID]; e != nil && e.State == Pending {
+			s.finish(e, Delivered, ev.At)
+		}
+	case journal.Closed:
+		s.closed, s.closedAt = true, ev.At
+		return
+	}
+	s.closed = false
+}
+
+// Step applies in at time now (Unix ms), then fires what is due and closes
+// the slot if it is finished.
+func (s *Slot) Step(now int64, in Input) {
+	switch in := in.(type) {
+	case Schedule:
+		s.schedule(in)
+	case Adopt:
+		if s.entries[in.Event.ID] == nil {
+			s.add(in.Event)
+			s.closed = false
+		}
+	case Cancel:
+		s.cancel(now, in)
+	case Get:
+		s.get(in)
+	case Published:
+		s.delivered(now, in.ID)
+	case Tick:
+	}
+	s.fire(now)
+	s.maybeClose(now)
+	s.ready.WakeAt = s.wakeAt(now)
+}
+
+// Ready returns the effects queued since the last call and clears them.
+func (s *Slot) Ready() Ready {
+	rd := s.ready
+	s.ready = Ready{WakeAt: rd.WakeAt}
+	return rd
+}
+
+func (s *Slot) schedule(in Schedule) {
+	if e := s.entries[in.Event.ID]; e != nil {
+		s.reply(in.To, OK, e)
+		return
+	}
+	e := s.add(in.Event)
+	s.closed = false
+	s.ready.Events = append(s.ready.Events, in.Event)
+	s.reply(in.To, OK, e)
+}
+
+func (s *Slot) cancel(now int64, in Cancel) {
+	e := s.entries[in.ID]
+	switch {
+	case e == nil:
+		s.ready.Replies = append(s.ready.Replies, Reply{To: in.To, Result: Result{Status: NotFound, Record: Record{ID: in.ID}}})
+	case e.State != Pending:
+		s.reply(in.To, Conflict, e)
+	default:
+		s.finish(e, Cancelled, now)
+		s.closed = false
+		s.ready.Events = append(s.ready.Events, journal.Event{Kind: journal.Cancelled, ID: e.ID, At: now})
+		s.reply(in.To, OK, e)
+	}
+}
+
+func (s *Slot) get(in Get) {
+	if e := s.entries[in.ID]; e != nil {
+		s.reply(in.To, OK, e)
+		return
+	}
+	s.ready.Replies = append(s.ready.Replies, Reply{To: in.To, Result: Result{Status: NotFound, Record: Record{ID: in.ID}}})
+}
+
+func (s *Slot) delivered(now int64, id msgid.ID) {
+	e := s.entries[id]
+	if e == nil || (e.State != Delivering && e.State != Pending) {
+		return // a confirmation for a message already settled: nothing to record
+	}
+	// Pending happens after a reset: the delivery handed out by the old
+	// incarnation was confirmed; record it rather than fire again.
+	s.finish(e, Delivered, now)
+	s.closed = false
+	s.ready.Events = append(s.ready.Events, journal.Event{Kind: journal.Fired, ID: id, At: now})
+}
+
+// fire hands out due messages in (deliver time, acceptance) order.
+func (s *Slot) fire(now int64) {
+	for n := 0; n < s.cfg.MaxPerStep && s.inFlight < s.cfg.MaxInFlight; {
+		e := s.due.peek()
+		if e == nil || e.DeliverAt > now {
+			return
+		}
+		heap.Pop(&s.due)
+		if e.State != Pending {
+			continue // cancelled while queued
+		}
+		e.State = Delivering
+		s.pending--
+		s.inFlight++
+		s.ready.Deliveries = append(s.ready.Deliveries, Delivery{
+			ID: e.ID, Target: e.Target, DeliverAt: e.DeliverAt, Header: e.header, Body: e.body,
+		})
+		n++
+	}
+}
+
+func (s *Slot) maybeClose(now int64) {
+	if s.closed || now < s.End() || s.Pending() > 0 || len(s.entries) == 0 {
+		return
+	}
+	s.closed, s.closedAt = true, now
+	s.ready.Events = append(s.ready.Events, journal.Event{Kind: journal.Closed, At: now})
+}
+
+func (s *Slot) wakeAt(now int64) int64 {
+	if s.inFlight >= s.cfg.MaxInFlight {
+		return 0 // confirmations wake it
+	}
+	for {
+		e := s.due.peek()
+		if e == nil {
+			break
+		}
+		if e.State != Pending {
+			heap.Pop(&s.due) // drop cancelled entries so the timer is not armed for them
+			continue
+		}
+		return max(e.DeliverAt, now)
+	}
+	if s.closed || len(s.entries) == 0 || s.inFlight > 0 {
+		return 0
+	}
+	return max(s.End(), now) // close the slot when its time is over
+}
+
+func (s *Slot) add(ev journal.Event) *entry {
+	if e := s.entries[ev.ID]; e != nil {
+		return e
+	}
+	e := &entry{
+		Record: Record{ID: ev.ID, Target: ev.Target, DeliverAt: ev.DeliverAt, State: Pending},
+		header: ev.Header,
+		body:   ev.Body,
+	}
+	s.entries[ev.ID] = e
+	heap.Push(&s.due, e)
+	s.pending++
+	return e
+}
+
+// finish settles e; body and headers are dropped, the record stays for queries.
+func (s *Slot) finish(e *entry, st State, at int64) {
+	switch e.State {
+	case Pending:
+		s.pending--
+	case Delivering:
+		s.inFlight--
+	}
+	e.State, e.DoneAt = st, at
+	e.header, e.body = nil, nil
+}
+
+func (s *Slot) reply(to any, st Status, e *entry) {
+	s.ready.Replies = append(s.ready.Replies, Reply{To: to, Result: Result{Status: st, Record: e.Record}})
+}
+
+// dueHeap orders entries by deliver time, then acceptance: exactly id order.
+type dueHeap []*entry
+
+func (h dueHeap) Len() int { return len(h) }
+func (h dueHeap) Less(i, j int) bool {
+	if h[i].DeliverAt != h[j].DeliverAt {
+		return h[i].DeliverAt < h[j].DeliverAt
+	}
+	return h[i].ID.Stamp() < h[j].ID.Stamp()
+}
+func (h dueHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)   { *h = append(*h, x.(*entry)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return e
+}
+func (h dueHeap) peek() *entry {
+	if len(h) == 0 {
+		return nil
+	}
+	return h[0]
+}

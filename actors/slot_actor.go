@@ -1,0 +1,245 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tockd/tock/actors/slot"
+	"github.com/tockd/tock/clock"
+	"github.com/tockd/tock/journal"
+)
+
+// Messages a slot actor receives besides the router's commands.
+type (
+	// command is an input routed by the router; it counts for the
+	// passivation handshake.
+	command struct{ in slot.Input }
+	// appended is the journal's answer to the actor's append.
+	appended struct {
+		seq uint64
+		err error
+	}
+	tick      struct{}
+	published struct{ in slot.Published }
+)
+
+// slotActor is the thin shell around one slot.Slot. It owns the slot's
+// journal appends (at most one in flight, carrying every event stepped
+// since the previous one: a group commit per slot), and performs the
+// effects of each Ready only once the Ready's events are durable.
+type slotActor struct {
+	env   *env
+	index int64
+	self  *actor.PID
+	core  *slot.Slot
+
+	queue     []slot.Ready // effects waiting for their events to be durable, oldest first
+	sealed    int          // queue[:sealed] is covered by the append in flight
+	appending bool
+	lastSeq   uint64 // sequence of the slot's last stored record
+
+	timer     clock.Timer
+	timerAt   int64
+	tickQueue bool // a tick message is already in the mailbox
+
+	handled  uint64 // commands processed, for the passivation handshake
+	asked    bool   // passivation asked for since the last command
+	pinned   bool   // inside the activation horizon: stays until finished
+	resident int    // entries counted in env stats
+}
+
+func newSlotActor(e *env, index int64, pinned bool) actor.Actor {
+	return &slotActor{env: e, index: index, pinned: pinned}
+}
+
+func (a *slotActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.self = ctx.Self()
+		a.load()
+		a.step(slot.Tick{})
+	case *actor.Restarting, *actor.Stopping:
+		a.disarm()
+		a.count(0)
+		return
+	case *command:
+		a.handled++
+		a.asked = false
+		a.step(m.in)
+	case *appended:
+		a.onAppended(m)
+	case *tick:
+		a.tickQueue = false
+		a.step(slot.Tick{})
+	case *published:
+		a.step(m.in)
+	case *stay:
+		a.asked = false
+		a.pinned = a.pinned || m.pinned
+	}
+	a.maybePassivate(ctx)
+}
+
+// load rebuilds the slot from the journal. A failure panics: the
+// supervisor restarts the actor, which loads again after a back-off.
+func (a *slotActor) load() {
+	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
+	defer cancel()
+	events, seq, err := a.env.journal.Load(ctx, a.index)
+	if err != nil {
+		panic(fmt.Errorf("load slot %d: %w", a.index, err))
+	}
+	a.core = slot.New(slot.Config{
+		Index: a.index, Width: a.env.widthMs,
+		MaxInFlight: a.env.cfg.MaxInFlight, MaxPerStep: a.env.cfg.MaxPerStep,
+	})
+	for _, ev := range events {
+		a.core.Recover(ev)
+	}
+	a.lastSeq = seq
+	a.queue, a.sealed, a.appending = nil, 0, false
+	a.env.stats.loads.Add(1)
+}
+
+func (a *slotActor) now() int64 { return clock.Millis(a.env.clock.Now()) }
+
+func (a *slotActor) step(in slot.Input) {
+	now := a.now()
+	a.core.Step(now, in)
+	rd := a.core.Ready()
+	if !rd.IsEmpty() {
+		a.queue = append(a.queue, rd)
+		a.pump()
+	}
+	a.arm(rd.WakeAt, now)
+	a.count(a.core.Len())
+}
+
+// pump performs the effects that need no durability wait and starts the
+// next append when none is in flight.
+func (a *slotActor) pump() {
+	for !a.appending && len(a.queue) > 0 {
+		if len(a.queue[0].Events) == 0 {
+			rd := a.queue[0]
+			a.queue = a.queue[1:]
+			a.perform(rd)
+			continue
+		}
+		var events []journal.Event
+		for _, rd := range a.queue {
+			events = append(events, rd.Events...)
+		}
+		a.sealed, a.appending = len(a.queue), true
+		self, root := a.self, a.env.system.Root
+		a.env.journal.Append(a.index, events, func(seq uint64, err error) {
+			root.Send(self, &appended{seq: seq, err: err})
+		})
+	}
+}
+
+func (a *slotActor) onAppended(m *appended) {
+	if m.err != nil {
+		a.env.log.Warn("slot append failed; reloading from the journal", "slot", a.index, "err", m.err)
+		a.env.stats.appendErrors.Add(1)
+		// Everything queued was stepped on top of the failed events: none of
+		// it may be answered as done. Deliveries are dropped; the reloaded
+		// slot fires them again from durable state.
+		for _, rd := range a.queue {
+			for _, r := range rd.Replies {
+				respond(r.To, slot.Result{Status: slot.Unavailable, Record: r.Result.Record})
+			}
+		}
+		a.disarm()
+		a.load()
+		a.step(slot.Tick{})
+		return
+	}
+	a.lastSeq = m.seq
+	done := a.queue[:a.sealed]
+	a.queue = a.queue[a.sealed:]
+	a.sealed, a.appending = 0, false
+	for _, rd := range done {
+		a.perform(rd)
+	}
+	a.pump()
+}
+
+// perform sends a durable Ready's replies and hands out its deliveries.
+func (a *slotActor) perform(rd slot.Ready) {
+	for _, r := range rd.Replies {
+		respond(r.To, r.Result)
+	}
+	for _, ev := range rd.Events {
+		a.env.stats.count(ev.Kind)
+	}
+	self, root := a.self, a.env.system.Root
+	for _, d := range rd.Deliveries {
+		id := d.ID
+		a.env.publisher.Publish(d, func() {
+			root.Send(self, &published{in: slot.Published{ID: id}})
+		})
+	}
+}
+
+// arm keeps one timer at the slot's next wake time.
+func (a *slotActor) arm(at, now int64) {
+	if at == 0 {
+		a.disarm()
+		return
+	}
+	if at <= now {
+		a.disarm()
+		if !a.tickQueue {
+			a.tickQueue = true
+			a.env.system.Root.Send(a.self, &tick{})
+		}
+		return
+	}
+	if a.timer != nil && a.timerAt == at {
+		return
+	}
+	a.disarm()
+	self, root := a.self, a.env.system.Root
+	d := time.UnixMilli(at).Sub(a.env.clock.Now())
+	a.timer, a.timerAt = a.env.clock.AfterFunc(d, func() { root.Send(self, &tick{}) }), at
+}
+
+func (a *slotActor) disarm() {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer, a.timerAt = nil, 0
+	}
+}
+
+// maybePassivate asks the router to stop this actor once it is idle and
+// either finished or outside the activation horizon. The router decides,
+// because only it knows whether a command is on its way here.
+func (a *slotActor) maybePassivate(ctx actor.Context) {
+	if a.asked || a.core == nil || a.appending || len(a.queue) > 0 || a.core.InFlight() > 0 {
+		return
+	}
+	done := a.core.Done()
+	if !done && a.pinned {
+		return
+	}
+	a.asked = true
+	req := &passivate{index: a.index, pid: a.self, handled: a.handled, done: done}
+	if a.core.Done() && a.core.Len() > 0 {
+		req.closedSeq, req.closedAt = a.lastSeq, a.core.ClosedAt()
+	}
+	ctx.Send(ctx.Parent(), req)
+}
+
+func (a *slotActor) count(n int) {
+	a.env.stats.resident.Add(int64(n - a.resident))
+	a.resident = n
+}
+
+func respond(to any, r slot.Result) {
+	if f, ok := to.(func(slot.Result)); ok && f != nil {
+		f(r)
+	}
+}

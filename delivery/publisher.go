@@ -1,0 +1,281 @@
+// Package delivery publishes due messages to their target subjects.
+//
+// A target that a JetStream stream captures gets a publish that waits for
+// the stream's PubAck and is retried with back-off until acknowledged, so
+// the message is stored at least once; Nats-Msg-Id carries the tock id, so
+// the stream's duplicate window drops a repeat after a crash. A target no
+// stream captures gets a plain core publish.
+package delivery
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tockd/tock/actors/slot"
+	"github.com/tockd/tock/clock"
+)
+
+// Headers tock sets on every delivered message.
+const (
+	HeaderID        = "Tock-Id"
+	HeaderDeliverAt = "Tock-Deliver-At"
+)
+
+// TimeFormat is how tock writes times: RFC 3339, milliseconds, UTC.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// Config tunes the publisher; zero fields take defaults.
+type Config struct {
+	MaxAckPending int           // stream publishes awaiting PubAck (default 4096)
+	AckTimeout    time.Duration // per publish (default 5s)
+	MinBackoff    time.Duration // first retry delay (default 10ms)
+	MaxBackoff    time.Duration // retry delay cap (default 5s)
+	// StreamTTL and NoStreamTTL bound how long a target's capture lookup is
+	// trusted; a stream created later is noticed within NoStreamTTL.
+	StreamTTL, NoStreamTTL time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 4096
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = 5 * time.Second
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 10 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Second
+	}
+	if c.StreamTTL <= 0 {
+		c.StreamTTL = 10 * time.Second
+	}
+	if c.NoStreamTTL <= 0 {
+		c.NoStreamTTL = time.Second
+	}
+	return c
+}
+
+type job struct {
+	d       slot.Delivery
+	done    func()
+	attempt int
+}
+
+type pending struct {
+	job *job
+	ack jetstream.PubAckFuture
+}
+
+// Publisher implements actors.Publisher over one NATS connection. Sharing
+// the connection with the journal matters: a core publish is written to
+// the connection before the Fired event that records it.
+type Publisher struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	clk clock.Clock
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	queue   []*job
+	wake    chan struct{}
+	closed  bool
+	streams map[string]capture
+
+	acks chan pending
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+type capture struct {
+	stream bool
+	until  time.Time
+}
+
+// New starts a publisher on nc.
+func New(nc *nats.Conn, clk clock.Clock, cfg Config, log *slog.Logger) (*Publisher, error) {
+	cfg = cfg.withDefaults()
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxAckPending),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Publisher{
+		nc: nc, js: js, clk: clk, cfg: cfg, log: log,
+		wake: make(chan struct{}, 1), streams: make(map[string]capture),
+		acks: make(chan pending, cfg.MaxAckPending), quit: make(chan struct{}),
+	}
+	p.wg.Add(2)
+	go p.run()
+	go p.awaitAcks()
+	return p, nil
+}
+
+// Publish queues d; done runs once it is confirmed.
+func (p *Publisher) Publish(d slot.Delivery, done func()) {
+	p.enqueue(&job{d: d, done: done})
+}
+
+func (p *Publisher) enqueue(j *job) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return // not confirmed: the slot fires it again after a restart
+	}
+	p.queue = append(p.queue, j)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops publishing. Unconfirmed deliveries are abandoned; they were
+// never recorded as fired, so they fire again on the next start.
+func (p *Publisher) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.mu.Unlock()
+	close(p.quit)
+	p.wg.Wait()
+}
+
+func (p *Publisher) run() {
+	defer p.wg.Done()
+	for {
+		p.mu.Lock()
+		batch := p.queue
+		p.queue = nil
+		p.mu.Unlock()
+		for _, j := range batch {
+			if !p.send(j) {
+				return
+			}
+		}
+		select {
+		case <-p.wake:
+		case <-p.quit:
+			return
+		}
+	}
+}
+
+// send publishes one job; false means the publisher is closing.
+func (p *Publisher) send(j *job) bool {
+	msg := p.message(j.d)
+	if !p.captured(j.d.Target) {
+		if err := p.nc.PublishMsg(msg); err != nil {
+			p.retry(j, err)
+			return true
+		}
+		j.done()
+		return true
+	}
+	fut, err := p.js.PublishMsgAsync(msg)
+	if err != nil {
+		p.retry(j, err)
+		return true
+	}
+	select {
+	case p.acks <- pending{job: j, ack: fut}:
+		return true
+	case <-p.quit:
+		return false
+	}
+}
+
+func (p *Publisher) awaitAcks() {
+	defer p.wg.Done()
+	for {
+		select {
+		case pa := <-p.acks:
+			select {
+			case <-pa.ack.Ok():
+				pa.job.done()
+			case err := <-pa.ack.Err():
+				p.retry(pa.job, err)
+			case <-p.quit:
+				return
+			}
+		case <-p.quit:
+			return
+		}
+	}
+}
+
+func (p *Publisher) retry(j *job, err error) {
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		p.forget(j.d.Target) // the stream went away: look again
+	}
+	d := p.cfg.MinBackoff << min(j.attempt, 20)
+	d = min(d, p.cfg.MaxBackoff)
+	j.attempt++
+	p.log.Warn("delivery failed; retrying", "id", j.d.ID.String(), "target", j.d.Target, "attempt", j.attempt, "in", d, "err", err)
+	p.clk.AfterFunc(d, func() { p.enqueue(j) })
+}
+
+func (p *Publisher) message(d slot.Delivery) *nats.Msg {
+	msg := nats.NewMsg(d.Target)
+	for k, vs := range d.Header {
+		msg.Header[k] = append([]string(nil), vs...)
+	}
+	id := d.ID.String()
+	msg.Header.Set(HeaderID, id)
+	msg.Header.Set(HeaderDeliverAt, time.UnixMilli(d.DeliverAt).UTC().Format(TimeFormat))
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	msg.Data = d.Body
+	return msg
+}
+
+// captured reports whether a stream stores target, with a short cache.
+func (p *Publisher) captured(target string) bool {
+	now := p.clk.Now()
+	p.mu.Lock()
+	c, ok := p.streams[target]
+	p.mu.Unlock()
+	if ok && now.Before(c.until) {
+		return c.stream
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
+	defer cancel()
+	_, err := p.js.StreamNameBySubject(ctx, target)
+	switch {
+	case err == nil:
+		c = capture{stream: true, until: now.Add(p.cfg.StreamTTL)}
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		c = capture{stream: false, until: now.Add(p.cfg.NoStreamTTL)}
+	default:
+		// Unknown (JetStream busy or down): treat as captured, so the
+		// publish waits for an ack and retries rather than risk a drop.
+		c = capture{stream: true, until: now}
+	}
+	p.mu.Lock()
+	if len(p.streams) > 100_000 {
+		clear(p.streams) // bound the cache; lookups are cheap
+	}
+	p.streams[target] = c
+	p.mu.Unlock()
+	return c.stream
+}
+
+func (p *Publisher) forget(target string) {
+	p.mu.Lock()
+	delete(p.streams, target)
+	p.mu.Unlock()
+}

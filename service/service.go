@@ -1,0 +1,176 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tockd/tock/actors"
+	"github.com/tockd/tock/clock"
+	"github.com/tockd/tock/delivery"
+	"github.com/tockd/tock/gateway"
+	"github.com/tockd/tock/journal"
+)
+
+// embeddedMaxPayload is the embedded server's message limit. It sits well
+// above tock's own --max-payload so an oversized schedule still reaches the
+// gateway and gets a 413 reply instead of a connection error, and so a
+// journal record can batch many events.
+const embeddedMaxPayload = 8 << 20
+
+// Version is reported by the NATS service API.
+const Version = "0.1.0"
+
+// Service is a running tock.
+type Service struct {
+	cfg       Config
+	log       *slog.Logger
+	ns        *server.Server // nil with an external server
+	nc        *nats.Conn
+	journal   *journal.NATS
+	publisher *delivery.Publisher
+	scheduler *actors.Scheduler
+	gateway   *gateway.Gateway
+}
+
+// Start brings tock up. On error, whatever was started is stopped again.
+func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
+	cfg = cfg.withDefaults()
+	s := &Service{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			s.Shutdown(context.Background())
+		}
+	}()
+	url := cfg.NATSURL
+	if url == "" {
+		if s.ns, err = startServer(cfg); err != nil {
+			return nil, err
+		}
+		url = s.ns.ClientURL()
+	}
+	s.nc, err = nats.Connect(url, nats.Name("tock"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	}
+	if max := int(s.nc.MaxPayload()); cfg.MaxPayload >= max {
+		s.log.Warn("--max-payload is not below the server's max_payload: larger messages get a NATS error instead of 413",
+			"max_payload", cfg.MaxPayload, "server_max_payload", max)
+	}
+	s.journal, err = journal.NewNATS(ctx, s.nc, journal.NATSConfig{SlotWidth: cfg.SlotWidth})
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	clk := clock.Real{}
+	s.publisher, err = delivery.New(s.nc, clk, delivery.Config{}, s.log.With("part", "delivery"))
+	if err != nil {
+		return nil, fmt.Errorf("start publisher: %w", err)
+	}
+	s.scheduler, err = actors.Start(ctx, actors.Config{
+		SlotWidth: cfg.SlotWidth, Horizon: cfg.Horizon, Retention: cfg.Retention, MaxDelay: cfg.MaxDelay,
+	}, actors.Deps{Journal: s.journal, Publisher: s.publisher, Clock: clk, Logger: s.log.With("part", "actors")})
+	if err != nil {
+		return nil, fmt.Errorf("start actors: %w", err)
+	}
+	s.gateway, err = gateway.Start(s.nc, s.scheduler, clk, gateway.Config{
+		MaxDelay: cfg.MaxDelay, MaxPayload: cfg.MaxPayload, Version: Version,
+	}, s.log.With("part", "gateway"))
+	if err != nil {
+		return nil, fmt.Errorf("start gateway: %w", err)
+	}
+	s.log.Info("tock ready", "nats", s.ClientURL(), "slot_width", cfg.SlotWidth, "horizon", cfg.Horizon)
+	return s, nil
+}
+
+func startServer(cfg Config) (*server.Server, error) {
+	host, portText, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("--nats-listen %q: %w", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, fmt.Errorf("--nats-listen %q: port: %w", cfg.Listen, err)
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "tock",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.DataDir,
+		MaxPayload: embeddedMaxPayload,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configure embedded NATS server: %w", err)
+	}
+	ns.SetLoggerV2(natsLogger{cfg.Logger.With("part", "nats")}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS server on %s did not become ready", cfg.Listen)
+	}
+	return ns, nil
+}
+
+// ClientURL is where NATS clients reach tock.
+func (s *Service) ClientURL() string {
+	if s.ns != nil {
+		return s.ns.ClientURL()
+	}
+	return s.cfg.NATSURL
+}
+
+// Stats reports the scheduler's counters.
+func (s *Service) Stats(timeout time.Duration) (actors.Stats, error) {
+	return s.scheduler.Stats(timeout)
+}
+
+// Shutdown stops accepting requests, then stops the actors, the
+// publisher, the journal (flushing appends already made) and the server.
+func (s *Service) Shutdown(ctx context.Context) error {
+	var errs []error
+	if s.gateway != nil {
+		errs = append(errs, s.gateway.Stop())
+	}
+	if s.scheduler != nil {
+		errs = append(errs, s.scheduler.Stop(10*time.Second))
+	}
+	if s.publisher != nil {
+		s.publisher.Close()
+	}
+	if s.journal != nil {
+		errs = append(errs, s.journal.Close())
+	}
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	if s.ns != nil {
+		s.ns.Shutdown()
+		done := make(chan struct{})
+		go func() { s.ns.WaitForShutdown(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("embedded NATS shutdown: %w", ctx.Err()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// natsLogger routes the embedded server's log to slog.
+type natsLogger struct{ log *slog.Logger }
+
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
