@@ -1,0 +1,282 @@
+// Package chaos checks tock's promises from outside, against the real
+// `tock serve` process: only a nats.go client, real kill -9s, restarts on
+// the same data directory. Bounded in count and time, loopback only.
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var tockBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tock-chaos-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tockBin = filepath.Join(dir, "tock")
+	build := exec.Command("go", "build", "-o", tockBin, "../cmd/tock")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build tock:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one `tock serve` process on a fixed port and data directory.
+type proc struct {
+	t    *testing.T
+	addr string
+	data string
+	args []string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+func newProc(t *testing.T, extra ...string) *proc {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p := &proc{t: t, addr: addr, data: t.TempDir(), args: extra}
+	log, err := os.Create(filepath.Join(t.TempDir(), "tock.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.log = log
+	t.Cleanup(func() {
+		p.kill()
+		log.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("tock log tail:\n%s", b)
+		}
+	})
+	return p
+}
+
+func (p *proc) url() string { return "nats://" + p.addr }
+
+func (p *proc) start() {
+	p.t.Helper()
+	args := append([]string{"serve", "--data", p.data, "--nats-listen", p.addr, "--log-level", "warn"}, p.args...)
+	p.cmd = exec.Command(tockBin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	// Ready means the API answers: a get of an unknown id gets its 404.
+	nc, err := nats.Connect(p.url(), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer nc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := nc.Request("tock.get.00000000000000000000000000", nil, 200*time.Millisecond); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.t.Fatal("tock did not become ready")
+}
+
+// kill sends SIGKILL: no shutdown code runs.
+func (p *proc) kill() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		p.cmd = nil
+	}
+}
+
+type acked struct {
+	id        string
+	deliverAt time.Time
+}
+
+// load schedules messages from several producers until stop, recording
+// only what tock acknowledged; it cancels some of them.
+type load struct {
+	mu        sync.Mutex
+	scheduled map[string]acked
+	cancelled map[string]bool
+	failures  int
+}
+
+func (l *load) run(ctx context.Context, nc *nats.Conn, producer int, spread time.Duration) {
+	rng := rand.New(rand.NewPCG(uint64(producer), 7))
+	for i := 0; ctx.Err() == nil; i++ {
+		due := time.Now().Add(time.Duration(rng.Int64N(int64(spread))))
+		msg := &nats.Msg{Subject: "tock.schedule.chaos.t" + strconv.Itoa(producer),
+			Header: nats.Header{"Tock-Deliver-At": {due.UTC().Format(time.RFC3339Nano)}},
+			Data:   []byte(fmt.Sprintf("p%d-%d", producer, i))}
+		res, err := nc.RequestMsg(msg, time.Second)
+		var r struct {
+			ID        string `json:"id"`
+			DeliverAt string `json:"deliver_at"`
+		}
+		if err != nil || json.Unmarshal(res.Data, &r) != nil || r.ID == "" {
+			l.fail()
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		at, _ := time.Parse(time.RFC3339Nano, r.DeliverAt)
+		l.mu.Lock()
+		l.scheduled[r.ID] = acked{id: r.ID, deliverAt: at}
+		l.mu.Unlock()
+		if rng.IntN(10) == 0 && time.Until(at) > 300*time.Millisecond {
+			res, err := nc.Request("tock.cancel."+r.ID, nil, time.Second)
+			var c struct {
+				State string          `json:"state"`
+				Error json.RawMessage `json:"error"`
+			}
+			if err == nil && json.Unmarshal(res.Data, &c) == nil && c.Error == nil && c.State == "cancelled" {
+				l.mu.Lock()
+				l.cancelled[r.ID] = true
+				l.mu.Unlock()
+			}
+		}
+	}
+}
+
+func (l *load) fail() {
+	l.mu.Lock()
+	l.failures++
+	l.mu.Unlock()
+}
+
+// TestKillNineUnderLoad kills tock with SIGKILL at random moments while
+// producers schedule and cancel, restarts it on the same data directory,
+// and then checks from the target stream alone: every acknowledged and not
+// cancelled message arrived, no acknowledged cancel was delivered, and
+// nothing arrived before its deliver time.
+func TestKillNineUnderLoad(t *testing.T) {
+	kills := 5
+	if s := os.Getenv("TOCK_CHAOS_KILLS"); s != "" {
+		kills, _ = strconv.Atoi(s)
+	}
+	p := newProc(t, "--slot-width", "1s", "--horizon", "300ms")
+	p.start()
+	nc, err := nats.Connect(p.url(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CHAOS", Subjects: []string{"chaos.>"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	l := &load{scheduled: map[string]acked{}, cancelled: map[string]bool{}}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run(loadCtx, nc, i, 3*time.Second) }()
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	for k := range kills {
+		time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
+		p.kill()
+		t.Logf("kill -9 #%d", k+1)
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		p.start()
+	}
+	time.Sleep(500 * time.Millisecond)
+	stopLoad()
+	wg.Wait()
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var last time.Time
+	for _, a := range l.scheduled {
+		if a.deliverAt.After(last) {
+			last = a.deliverAt
+		}
+	}
+	want := 0
+	for id := range l.scheduled {
+		if !l.cancelled[id] {
+			want++
+		}
+	}
+	t.Logf("acknowledged %d schedules, %d cancels; %d requests failed while tock was down", len(l.scheduled), len(l.cancelled), l.failures)
+	if want < 100 {
+		t.Fatalf("only %d messages acknowledged: the load did not run", want)
+	}
+
+	got := map[string]int{}
+	cons, err := js.OrderedConsumer(ctx, "CHAOS", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Until(last) + 20*time.Second)
+	for missing(l, got) > 0 && time.Now().Before(deadline) {
+		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			continue
+		}
+		id := m.Headers().Get("Tock-Id")
+		meta, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, ok := l.scheduled[id]
+		switch {
+		case l.cancelled[id]:
+			t.Errorf("%s delivered although its cancel was acknowledged", id)
+		case ok && meta.Timestamp.Before(a.deliverAt):
+			t.Errorf("%s stored %v before its deliver time %v", id, meta.Timestamp, a.deliverAt)
+		}
+		got[id]++
+	}
+	if n := missing(l, got); n > 0 {
+		for id := range l.scheduled {
+			if !l.cancelled[id] && got[id] == 0 {
+				t.Errorf("acknowledged %s (due %v) never delivered", id, l.scheduled[id].deliverAt)
+				break
+			}
+		}
+		t.Fatalf("%d of %d acknowledged messages lost after %d kill -9s", n, want, kills)
+	}
+	dups := 0
+	for _, n := range got {
+		dups += n - 1
+	}
+	t.Logf("all %d delivered after %d kill -9s; %d duplicates reached the stream", want, kills, dups)
+}
+
+func missing(l *load, got map[string]int) int {
+	n := 0
+	for id := range l.scheduled {
+		if !l.cancelled[id] && got[id] == 0 {
+			n++
+		}
+	}
+	return n
+}
