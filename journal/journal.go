@@ -3,8 +3,9 @@
 //
 // Each time slot's events live under a key of their own (on NATS: the
 // subject tock.journal.<slot>), so a slot replays alone and is purged alone.
-// An append stores a batch of events for one slot as one record; records of
-// one slot are stored in the order their Appends were called.
+// Appends of one slot are stored in the order they were called; appends of
+// a slot queued together may share one record (group commit), and an
+// append larger than a record is split over several, in order.
 package journal
 
 import (
@@ -64,9 +65,9 @@ type Event struct {
 // Journal stores and replays slot events. Implementations are safe for
 // concurrent use.
 type Journal interface {
-	// Append stores events as one record of slot. done is called exactly
-	// once, never from within Append, with the stream sequence of the
-	// stored record, or with an error if it may not have been stored (a
+	// Append stores events for slot. done is called exactly once, never
+	// from within Append, with the stream sequence of the record holding
+	// the last of them, or with an error if they may not have been stored (a
 	// lost acknowledgement is also an error: the caller must reload the
 	// slot to learn what was stored). Appends are group-committed: many
 	// records from many callers share one round trip. Records of one slot

@@ -57,7 +57,9 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		url = s.ns.ClientURL()
 	}
 	s.nc, err = nats.Connect(url, nats.Name("tock"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(64<<20))
+		// No reconnect buffer: a journal append reported failed must not be
+		// written later from a buffer, after the slot reloaded without it.
+		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
 	}

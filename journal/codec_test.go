@@ -1,0 +1,212 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/tockd/tock/msgid"
+)
+
+func codecCases() map[string][]Event {
+	id := msgid.New(1_700_000_060_000, 42)
+	return map[string][]Event{
+		"empty":     nil,
+		"closed":    {{Kind: Closed, At: 1_700_000_000_000}},
+		"fired":     {{Kind: Fired, ID: id, At: 1_700_000_060_003}},
+		"cancelled": {{Kind: Cancelled, ID: id, At: 1_700_000_000_500}},
+		"scheduled": {{Kind: Scheduled, ID: id, At: 1_700_000_000_000, Target: "orders.new",
+			DeliverAt: id.DeliverAt(), Header: Header{"A": {"1"}, "B": {"x", "y"}}, Body: []byte("hello")}},
+		"mixed":    genEvents(5, 12),
+		"payloads": payloadEvents(),
+		"extremes": {
+			{Kind: Fired, ID: msgid.New(math.MinInt64, math.MaxUint64), At: math.MaxInt64},
+			{Kind: Fired, ID: msgid.New(math.MaxInt64, 0), At: math.MinInt64},
+			{Kind: Scheduled, At: math.MinInt64, DeliverAt: math.MaxInt64},
+		},
+		"stray fields": {{Kind: Closed, ID: id, At: 5, Target: "t", Header: Header{"": {""}}, Body: []byte{1}}},
+	}
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	for name, events := range codecCases() {
+		t.Run(name, func(t *testing.T) {
+			b := EncodeRecord([]byte("prefix"), events)
+			if !bytes.HasPrefix(b, []byte("prefix")) {
+				t.Fatal("EncodeRecord did not append to dst")
+			}
+			b = b[len("prefix"):]
+			got, err := DecodeRecord(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(events, got, equateEmpty); diff != "" {
+				t.Fatalf("(-want +got):\n%s", diff)
+			}
+			if again := EncodeRecord(nil, got); !bytes.Equal(b, again) {
+				t.Errorf("re-encoding differs: %x vs %x", b, again)
+			}
+		})
+	}
+}
+
+// TestCodecNoAlias: decoded events must survive reuse of the input.
+func TestCodecNoAlias(t *testing.T) {
+	want := codecCases()["scheduled"]
+	b := EncodeRecord(nil, want)
+	got, err := DecodeRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = 0xff
+	}
+	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+		t.Errorf("decoded events changed with their input (-want +got):\n%s", diff)
+	}
+	got[0].Body = append(got[0].Body, '!')
+	if string(want[0].Body) != "hello" {
+		t.Error("appending to a decoded body changed something else")
+	}
+}
+
+// TestCodecMergedBatches: a record may hold several batches, as the NATS
+// journal stores merged appends.
+func TestCodecMergedBatches(t *testing.T) {
+	a, b := genEvents(1, 3), genEvents(2, 4)
+	rec := EncodeRecord(nil, a)
+	rec = append(rec, EncodeRecord(nil, b)[1:]...)
+	got, err := DecodeRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(append(a, b...), got, equateEmpty); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestCodecTruncated(t *testing.T) {
+	for name, events := range codecCases() {
+		b := EncodeRecord(nil, events)
+		// Every prefix of the first 4 KiB, then a sample: the big body of
+		// "payloads" would otherwise make this slow.
+		for n := 0; n < len(b); n += max(1, (n-4096)/64) {
+			if _, err := DecodeRecord(b[:n]); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s: prefix of %d/%d bytes: %v, want ErrCorrupt", name, n, len(b), err)
+			}
+		}
+	}
+}
+
+func TestCodecHostile(t *testing.T) {
+	uv := func(v uint64) []byte { return binary.AppendUvarint(nil, v) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	head := []byte{byte(Scheduled) | flagDelivery, 0, 0} // kind, at, deliver at
+	for name, b := range map[string][]byte{
+		"bad version":     {2, 0},
+		"huge count":      cat([]byte{1}, uv(math.MaxUint64)),
+		"count too big":   cat([]byte{1}, uv(3), []byte{byte(Fired), 0}),
+		"kind zero":       {1, 1, 0, 0},
+		"kind unknown":    {1, 1, 9, 0},
+		"long varint":     cat([]byte{1, 1, byte(Fired)}, bytes.Repeat([]byte{0xff}, 11)),
+		"huge target":     cat([]byte{1, 1}, head, uv(math.MaxInt64)),
+		"huge header":     cat([]byte{1, 1}, head, uv(0), uv(1<<40)),
+		"huge values":     cat([]byte{1, 1}, head, uv(0), uv(1), uv(1), []byte("k"), uv(1<<40)),
+		"huge body":       cat([]byte{1, 1}, head, uv(0), uv(0), uv(1<<62)),
+		"duplicate key":   cat([]byte{1, 1}, head, uv(0), uv(2), uv(1), []byte("k"), uv(0), uv(1), []byte("k"), uv(0), uv(0)),
+		"short stamp":     {1, 1, byte(Fired) | flagID, 0, 0, 1, 2, 3},
+		"trailing junk":   cat(EncodeRecord(nil, genEvents(1, 1)), []byte{0x80}),
+		"just a version":  {1},
+		"empty":           {},
+		"overlong length": cat([]byte{1, 1}, head, []byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}),
+	} {
+		if events, err := DecodeRecord(b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v, %v; want ErrCorrupt", name, events, err)
+		}
+	}
+}
+
+// TestCodecSize pins the cost of common events, the journal's storage
+// per message.
+func TestCodecSize(t *testing.T) {
+	id := msgid.New(1_700_000_060_000, 1_700_000_000_000<<20)
+	at := int64(1_700_000_000_000)
+	for _, tc := range []struct {
+		name string
+		ev   Event
+		max  int
+	}{
+		{"fired", Event{Kind: Fired, ID: id, At: id.DeliverAt() + 3}, 16},
+		{"cancelled", Event{Kind: Cancelled, ID: id, At: at + 10}, 19},
+		{"closed", Event{Kind: Closed, At: at}, 8},
+		{"scheduled 1 KB", Event{Kind: Scheduled, ID: id, At: at, Target: "orders.created", DeliverAt: id.DeliverAt(),
+			Header: Header{"Trace-Id": {"abc123"}}, Body: make([]byte, 1024)}, 1024 + 14 + 6 + 8 + 30},
+	} {
+		n := len(EncodeRecord(nil, []Event{tc.ev})) - 2 // version and count
+		t.Logf("%s: %d bytes", tc.name, n)
+		if n > tc.max {
+			t.Errorf("%s encodes to %d bytes, want at most %d", tc.name, n, tc.max)
+		}
+	}
+}
+
+func fuzzSeeds(f *testing.F) {
+	for _, events := range codecCases() {
+		f.Add(EncodeRecord(nil, events))
+	}
+	merged := EncodeRecord(nil, genEvents(1, 2))
+	f.Add(append(merged, EncodeRecord(nil, genEvents(2, 2))[1:]...))
+}
+
+// FuzzDecodeRecord: decoding arbitrary bytes never panics, fails only with
+// ErrCorrupt, and what it decodes survives a re-encoding.
+func FuzzDecodeRecord(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		events, err := DecodeRecord(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		again, err := DecodeRecord(EncodeRecord(nil, events))
+		if err != nil {
+			t.Fatalf("re-encoded record: %v", err)
+		}
+		if diff := cmp.Diff(events, again, equateEmpty); diff != "" {
+			t.Fatalf("(-first +second):\n%s", diff)
+		}
+	})
+}
+
+// FuzzRoundTrip: any events encode and decode to themselves.
+func FuzzRoundTrip(f *testing.F) {
+	f.Add(uint8(1), []byte("0123456789abcdef"), int64(1), int64(2), "t", "k", "v1\x00v2", []byte("body"), uint8(3))
+	f.Add(uint8(4), []byte{}, int64(math.MinInt64), int64(math.MaxInt64), "", "", "", []byte{}, uint8(0))
+	f.Fuzz(func(t *testing.T, kind uint8, id []byte, at, deliverAt int64, target, key, values string, body []byte, n uint8) {
+		ev := Event{Kind: Kind(kind%4 + 1), At: at, DeliverAt: deliverAt, Target: target, Body: body}
+		copy(ev.ID[:], id)
+		if key != "" || values != "" {
+			ev.Header = Header{key: strings.Split(values, "\x00")}
+		}
+		events := []Event{ev}
+		for i := range int(n % 8) {
+			next := ev
+			next.At = at + int64(i)*deliverAt // arbitrary, wrapping deltas
+			events = append(events, next)
+		}
+		got, err := DecodeRecord(EncodeRecord(nil, events))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(events, got, equateEmpty); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
+	})
+}

@@ -1,0 +1,474 @@
+package journal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/tockd/tock/msgid"
+)
+
+// equateEmpty compares events as stored: the codec decodes empty headers
+// and bodies as nil. Bodies compare with bytes.Equal, as cmp's reflection
+// is slow on big ones.
+var equateEmpty = cmp.Options{
+	cmp.Comparer(bytes.Equal),
+	bothEmpty[Header](),
+	bothEmpty[[]string](),
+	bothEmpty[[]Event](),
+}
+
+// bothEmpty treats nil and empty values of slice or map type T as equal.
+func bothEmpty[T any]() cmp.Option {
+	return cmp.FilterValues(func(a, b T) bool {
+		return reflect.ValueOf(a).Len() == 0 && reflect.ValueOf(b).Len() == 0
+	}, cmp.Ignore())
+}
+
+const waitTimeout = 10 * time.Second
+
+// runContract checks the Journal contract; every implementation runs it.
+// newJournal returns an empty journal, closed by the test's cleanup.
+func runContract(t *testing.T, newJournal func(t *testing.T) Journal) {
+	t.Run("AppendLoadOrder", func(t *testing.T) { testAppendLoadOrder(t, newJournal(t)) })
+	t.Run("DoneNotWithinAppend", func(t *testing.T) { testDoneNotWithinAppend(t, newJournal(t)) })
+	t.Run("Tail", func(t *testing.T) { testTail(t, newJournal(t)) })
+	t.Run("Slots", func(t *testing.T) { testSlots(t, newJournal(t)) })
+	t.Run("PurgeUpTo", func(t *testing.T) { testPurgeUpTo(t, newJournal(t)) })
+	t.Run("ConcurrentAppends", func(t *testing.T) { testConcurrentAppends(t, newJournal(t)) })
+	t.Run("CloseFlushes", func(t *testing.T) { testCloseFlushes(t, newJournal(t)) })
+	t.Run("PayloadRoundTrip", func(t *testing.T) { testPayloadRoundTrip(t, newJournal(t)) })
+	t.Run("InvalidEvent", func(t *testing.T) { testInvalidEvent(t, newJournal(t)) })
+}
+
+// tracker collects done calls and checks each runs exactly once.
+type tracker struct {
+	t       *testing.T
+	mu      sync.Mutex
+	calls   []int
+	results []result
+	wg      sync.WaitGroup
+}
+
+type result struct {
+	seq uint64
+	err error
+}
+
+func newTracker(t *testing.T) *tracker { return &tracker{t: t} }
+
+// done returns the callback of the next append.
+func (tr *tracker) done() func(uint64, error) {
+	tr.mu.Lock()
+	i := len(tr.calls)
+	tr.calls = append(tr.calls, 0)
+	tr.results = append(tr.results, result{})
+	tr.mu.Unlock()
+	tr.wg.Add(1)
+	return func(seq uint64, err error) {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		tr.calls[i]++
+		if tr.calls[i] > 1 {
+			tr.t.Errorf("done of append %d called %d times", i, tr.calls[i])
+			return
+		}
+		tr.results[i] = result{seq, err}
+		tr.wg.Done()
+	}
+}
+
+// wait waits for every done and returns the results in call order.
+func (tr *tracker) wait() []result {
+	tr.t.Helper()
+	ch := make(chan struct{})
+	go func() { tr.wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+	case <-time.After(waitTimeout):
+		tr.t.Fatalf("done callbacks not called within %v", waitTimeout)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return append([]result(nil), tr.results...)
+}
+
+// checkOnce checks no done ran twice; call after Close.
+func (tr *tracker) checkOnce() {
+	tr.t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for i, n := range tr.calls {
+		if n != 1 {
+			tr.t.Errorf("done of append %d called %d times", i, n)
+		}
+	}
+}
+
+func appendWait(t *testing.T, j Journal, slot int64, events []Event) uint64 {
+	t.Helper()
+	tr := newTracker(t)
+	j.Append(slot, events, tr.done())
+	r := tr.wait()[0]
+	if r.err != nil {
+		t.Fatalf("append slot %d: %v", slot, r.err)
+	}
+	return r.seq
+}
+
+func load(t *testing.T, j Journal, slot int64) ([]Event, uint64) {
+	t.Helper()
+	events, seq, err := j.Load(context.Background(), slot)
+	if err != nil {
+		t.Fatalf("load slot %d: %v", slot, err)
+	}
+	return events, seq
+}
+
+// genEvents returns n varied events, deterministic in i.
+func genEvents(i, n int) []Event {
+	events := make([]Event, n)
+	for k := range events {
+		at := int64(1_700_000_000_000 + i*10 + k)
+		id := msgid.New(at+60_000, uint64(i*100+k))
+		switch (i + k) % 4 {
+		case 0:
+			events[k] = Event{Kind: Scheduled, ID: id, At: at, Target: fmt.Sprintf("orders.%d", i%7),
+				DeliverAt: id.DeliverAt(), Header: Header{"Trace": {fmt.Sprint(i)}}, Body: []byte(fmt.Sprintf("body %d/%d", i, k))}
+		case 1:
+			events[k] = Event{Kind: Fired, ID: id, At: at + 60_000}
+		case 2:
+			events[k] = Event{Kind: Cancelled, ID: id, At: at + 5}
+		default:
+			events[k] = Event{Kind: Closed, At: at + 120_000}
+		}
+	}
+	return events
+}
+
+func testAppendLoadOrder(t *testing.T, j Journal) {
+	slots := []int64{7, 3, 11, 0, 5}
+	want := make(map[int64][]Event)
+	tr := newTracker(t)
+	var callSlots []int64
+	// Bursts with waits in between, so appends land in several rounds.
+	for burst := 0; burst < 6; burst++ {
+		for i := burst * 50; i < (burst+1)*50; i++ {
+			slot := slots[i%len(slots)]
+			events := genEvents(i, 1+i%4)
+			want[slot] = append(want[slot], events...)
+			callSlots = append(callSlots, slot)
+			j.Append(slot, events, tr.done())
+		}
+		tr.wait()
+	}
+	results := tr.wait()
+	lastSeq := make(map[int64]uint64)
+	for i, r := range results {
+		if r.err != nil {
+			t.Fatalf("append %d: %v", i, r.err)
+		}
+		slot := callSlots[i]
+		if r.seq == 0 || r.seq < lastSeq[slot] {
+			t.Errorf("append %d to slot %d: seq %d after %d", i, slot, r.seq, lastSeq[slot])
+		}
+		lastSeq[slot] = r.seq
+	}
+	for _, slot := range slots {
+		got, seq := load(t, j, slot)
+		if diff := cmp.Diff(want[slot], got, equateEmpty); diff != "" {
+			t.Errorf("slot %d events (-want +got):\n%s", slot, diff)
+		}
+		if seq != lastSeq[slot] {
+			t.Errorf("slot %d: load seq %d, last done seq %d", slot, seq, lastSeq[slot])
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tr.checkOnce()
+}
+
+// testDoneNotWithinAppend makes done block until Append has returned: a
+// done called from within Append would block it, and say so.
+func testDoneNotWithinAppend(t *testing.T, j Journal) {
+	for i := 0; i < 20; i++ {
+		returned := make(chan struct{})
+		called := make(chan error, 1)
+		j.Append(1, genEvents(i, 1), func(_ uint64, err error) {
+			select {
+			case <-returned:
+				called <- err
+			case <-time.After(time.Second):
+				called <- errors.New("done called from within Append")
+			}
+		})
+		close(returned)
+		select {
+		case err := <-called:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("done not called")
+		}
+	}
+}
+
+func testTail(t *testing.T, j Journal) {
+	ctx := context.Background()
+	events, seq, err := j.Tail(ctx, 9)
+	if err != nil || len(events) != 0 || seq != 0 {
+		t.Fatalf("tail of empty slot: %v, %d, %v; want none, 0, nil", events, seq, err)
+	}
+	appendWait(t, j, 9, genEvents(1, 2))
+	appendWait(t, j, 9, genEvents(2, 3))
+	tr := newTracker(t)
+	var last []Event
+	for i := 3; i < 10; i++ {
+		last = genEvents(i, 2)
+		j.Append(9, last, tr.done())
+	}
+	tr.wait()
+	all, loadSeq := load(t, j, 9)
+	tail, tailSeq, err := j.Tail(ctx, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tailSeq != loadSeq {
+		t.Errorf("tail seq %d, load seq %d", tailSeq, loadSeq)
+	}
+	// Appends may share a record, so the tail holds at least the last one.
+	if len(tail) < len(last) || len(tail) > len(all) {
+		t.Fatalf("tail has %d events, want %d to %d", len(tail), len(last), len(all))
+	}
+	if diff := cmp.Diff(all[len(all)-len(tail):], tail, equateEmpty); diff != "" {
+		t.Errorf("tail is not the end of the slot (-load +tail):\n%s", diff)
+	}
+	if diff := cmp.Diff(last, tail[len(tail)-len(last):], equateEmpty); diff != "" {
+		t.Errorf("tail does not end with the last append (-want +got):\n%s", diff)
+	}
+}
+
+func testSlots(t *testing.T, j Journal) {
+	ctx := context.Background()
+	slots, err := j.Slots(ctx)
+	if err != nil || len(slots) != 0 {
+		t.Fatalf("slots of empty journal: %v, %v", slots, err)
+	}
+	tr := newTracker(t)
+	// Text order differs from numeric order: 100 < 20 < 3 as strings.
+	for _, s := range []int64{100, 20, 5, 0, -3, 3, 1, 20, 100} {
+		j.Append(s, genEvents(int(s+10), 1), tr.done())
+	}
+	tr.wait()
+	slots, err = j.Slots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]int64{-3, 0, 1, 3, 5, 20, 100}, slots); diff != "" {
+		t.Errorf("slots (-want +got):\n%s", diff)
+	}
+}
+
+func testPurgeUpTo(t *testing.T, j Journal) {
+	ctx := context.Background()
+	a, b, c := genEvents(1, 2), genEvents(2, 3), genEvents(3, 1)
+	other := genEvents(4, 2)
+	appendWait(t, j, 2, a)
+	seqB := appendWait(t, j, 2, b)
+	appendWait(t, j, 4, other)
+	seqC := appendWait(t, j, 2, c)
+
+	if err := j.PurgeUpTo(ctx, 2, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := load(t, j, 2); len(got) != len(a)+len(b)+len(c) {
+		t.Fatalf("PurgeUpTo(0) removed events: %d left", len(got))
+	}
+	if err := j.PurgeUpTo(ctx, 2, seqB); err != nil {
+		t.Fatal(err)
+	}
+	got, seq := load(t, j, 2)
+	if diff := cmp.Diff(c, got, equateEmpty); diff != "" || seq != seqC {
+		t.Errorf("after purge up to %d: seq %d (want %d), events (-want +got):\n%s", seqB, seq, seqC, diff)
+	}
+	if got, _ := load(t, j, 4); !cmp.Equal(other, got, equateEmpty) {
+		t.Errorf("purging slot 2 changed slot 4: %v", got)
+	}
+	if err := j.PurgeUpTo(ctx, 2, seqC); err != nil {
+		t.Fatal(err)
+	}
+	if got, seq := load(t, j, 2); len(got) != 0 || seq != 0 {
+		t.Errorf("after purging all: %d events, seq %d", len(got), seq)
+	}
+	if slots, err := j.Slots(ctx); err != nil || !cmp.Equal(slots, []int64{4}) {
+		t.Errorf("slots after purging slot 2: %v, %v; want [4]", slots, err)
+	}
+	if err := j.PurgeUpTo(ctx, 77, math.MaxUint64); err != nil {
+		t.Errorf("purge of an empty slot: %v", err)
+	}
+}
+
+// testConcurrentAppends: callers share one slot; each caller's events
+// must come back in its call order.
+func testConcurrentAppends(t *testing.T, j Journal) {
+	const callers, perCaller = 8, 50
+	const slot = 42
+	var wg sync.WaitGroup
+	trs := make([]*tracker, callers)
+	for c := range callers {
+		trs[c] = newTracker(t)
+		wg.Go(func() {
+			for i := range perCaller {
+				ev := Event{Kind: Fired, ID: msgid.New(int64(c), uint64(i)), At: int64(i)}
+				j.Append(slot, []Event{ev}, trs[c].done())
+			}
+		})
+	}
+	wg.Wait()
+	for c, tr := range trs {
+		var prev uint64
+		for i, r := range tr.wait() {
+			if r.err != nil || r.seq < prev {
+				t.Fatalf("caller %d append %d: seq %d after %d, err %v", c, i, r.seq, prev, r.err)
+			}
+			prev = r.seq
+		}
+	}
+	got, _ := load(t, j, slot)
+	if len(got) != callers*perCaller {
+		t.Fatalf("loaded %d events, want %d", len(got), callers*perCaller)
+	}
+	next := make([]uint64, callers)
+	for _, ev := range got {
+		c := ev.ID.DeliverAt()
+		if ev.ID.Stamp() != next[c] {
+			t.Fatalf("caller %d: event %d where %d was due", c, ev.ID.Stamp(), next[c])
+		}
+		next[c]++
+	}
+}
+
+func testCloseFlushes(t *testing.T, j Journal) {
+	tr := newTracker(t)
+	for i := range 200 {
+		j.Append(int64(i%3), genEvents(i, 2), tr.done())
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tr.mu.Lock()
+	for i, r := range tr.results {
+		if tr.calls[i] != 1 || r.err != nil || r.seq == 0 {
+			t.Errorf("append %d after Close returned: %d calls, seq %d, err %v", i, tr.calls[i], r.seq, r.err)
+		}
+	}
+	tr.mu.Unlock()
+
+	returned := make(chan struct{})
+	errc := make(chan error, 1)
+	j.Append(0, genEvents(1, 1), func(_ uint64, err error) {
+		select {
+		case <-returned:
+			errc <- err
+		case <-time.After(time.Second):
+			errc <- errors.New("done called from within Append")
+		}
+	})
+	close(returned)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("append after close: %v, want ErrClosed", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("done of append after close not called")
+	}
+	if err := j.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+}
+
+// payloadEvents covers the edges of every field.
+func payloadEvents() []Event {
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	big := make([]byte, 64<<10)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	id := msgid.New(1_700_000_060_000, 1<<40|3)
+	return []Event{
+		{Kind: Scheduled, ID: id, At: 1_700_000_000_000, Target: "a.b.c", DeliverAt: id.DeliverAt(),
+			Header: Header{"K": {"v1", "v2", ""}, "Ünï": {"ç\x00de"}, "Empty": nil}, Body: all},
+		{Kind: Scheduled, ID: id, At: 1_700_000_000_001, Target: "big", DeliverAt: id.DeliverAt() + 5, Body: big},
+		{Kind: Scheduled, ID: msgid.New(-1, math.MaxUint64), At: math.MinInt64, DeliverAt: math.MaxInt64, Target: "x"},
+		{Kind: Scheduled, ID: id, At: math.MaxInt64},
+		{Kind: Cancelled, ID: id, At: -5},
+		{Kind: Fired, ID: id, At: 0},
+		{Kind: Closed, At: 1_700_000_120_000},
+		{Kind: Closed, ID: id, At: 1, Body: []byte{0}},
+	}
+}
+
+func testPayloadRoundTrip(t *testing.T, j Journal) {
+	events := payloadEvents()
+	want := cloneEvents(events)
+	tr := newTracker(t)
+	j.Append(1, events, tr.done())
+	// The journal must have copied what it needs by now.
+	for i := range events {
+		for k := range events[i].Body {
+			events[i].Body[k] ^= 0xff
+		}
+		for _, k := range slices.Collect(maps.Keys(events[i].Header)) {
+			for v := range events[i].Header[k] {
+				events[i].Header[k][v] = "changed"
+			}
+			events[i].Header[k+"!"] = nil
+		}
+		events[i].Target = "changed"
+	}
+	if r := tr.wait()[0]; r.err != nil {
+		t.Fatal(r.err)
+	}
+	got, _ := load(t, j, 1)
+	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+		t.Fatalf("events (-want +got):\n%s", diff)
+	}
+	got[0].Body[0] = 0xee
+	got[0].Header["K"][0] = "changed"
+	again, _ := load(t, j, 1)
+	if diff := cmp.Diff(want, again, equateEmpty); diff != "" {
+		t.Errorf("changing loaded events changed the journal (-want +got):\n%s", diff)
+	}
+}
+
+func testInvalidEvent(t *testing.T, j Journal) {
+	tr := newTracker(t)
+	j.Append(1, []Event{{Kind: Fired, At: 1}, {Kind: 0}}, tr.done())
+	j.Append(1, genEvents(1, 1), tr.done())
+	rs := tr.wait()
+	if !errors.Is(rs[0].err, ErrInvalidEvent) {
+		t.Errorf("append of kind 0: %v, want ErrInvalidEvent", rs[0].err)
+	}
+	if rs[1].err != nil {
+		t.Errorf("append after an invalid one: %v", rs[1].err)
+	}
+	if got, _ := load(t, j, 1); !cmp.Equal(genEvents(1, 1), got, equateEmpty) {
+		t.Errorf("slot holds %v, want only the valid append", got)
+	}
+}

@@ -1,0 +1,201 @@
+package journal
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+)
+
+// Memory is an in-memory Journal for tests and the deterministic
+// simulator. Append stores at once, under one global sequence counter
+// starting at 1, one record per Append; only the done call is deferred.
+//
+// Set the exported fields before the first Append; they are not guarded.
+type Memory struct {
+	// Complete runs each done callback. nil means go f(). A simulator sets
+	// it to queue callbacks and run them in an order of its choosing.
+	Complete func(func())
+	// Fail, if set, is asked about every Append before it is stored (under
+	// the journal's lock: it must not call the journal). A nil
+	// error stores the record as usual. Otherwise done gets the error and
+	// the record is stored only if store is true: that models a lost
+	// acknowledgement, where the caller must reload to learn the truth.
+	Fail func(slot int64, events []Event) (store bool, err error)
+
+	mu     sync.Mutex
+	seq    uint64
+	slots  map[int64][]memRecord
+	closed bool
+	// running counts done calls started with the default runner, so Close
+	// can wait for them.
+	running sync.WaitGroup
+}
+
+type memRecord struct {
+	seq    uint64
+	events []Event
+}
+
+var _ Journal = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory journal.
+func NewMemory() *Memory {
+	return &Memory{slots: make(map[int64][]memRecord)}
+}
+
+// Append stores a copy of events as one record of slot.
+func (m *Memory) Append(slot int64, events []Event, done func(seq uint64, err error)) {
+	if done == nil {
+		done = func(uint64, error) {}
+	}
+	m.mu.Lock()
+	seq, err := m.store(slot, events)
+	// Track under mu, so every Add happens before Close's Wait starts.
+	track := m.Complete == nil && !m.closed
+	if track {
+		m.running.Add(1)
+	}
+	m.mu.Unlock()
+	f := func() { done(seq, err) }
+	switch {
+	case m.Complete != nil:
+		m.Complete(f)
+	case track:
+		go func() {
+			defer m.running.Done()
+			f()
+		}()
+	default:
+		go f()
+	}
+}
+
+// store records events; m.mu is held.
+func (m *Memory) store(slot int64, events []Event) (uint64, error) {
+	if m.closed {
+		return 0, fmt.Errorf("append slot %d: %w", slot, ErrClosed)
+	}
+	if err := validate(events); err != nil {
+		return 0, fmt.Errorf("append slot %d: %w", slot, err)
+	}
+	store, err := true, error(nil)
+	if m.Fail != nil {
+		store, err = m.Fail(slot, events)
+		store = store || err == nil
+	}
+	var seq uint64
+	if store {
+		m.seq++
+		seq = m.seq
+		m.slots[slot] = append(m.slots[slot], memRecord{seq: seq, events: cloneEvents(events)})
+	}
+	if err != nil {
+		return 0, fmt.Errorf("append slot %d: %w", slot, err)
+	}
+	return seq, nil
+}
+
+// Load returns copies of slot's events.
+func (m *Memory) Load(ctx context.Context, slot int64) ([]Event, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("load slot %d: %w", slot, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var events []Event
+	var last uint64
+	for _, r := range m.slots[slot] {
+		events = append(events, cloneEvents(r.events)...)
+		last = r.seq
+	}
+	return events, last, nil
+}
+
+// Tail returns a copy of slot's last record.
+func (m *Memory) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("tail slot %d: %w", slot, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	recs := m.slots[slot]
+	if len(recs) == 0 {
+		return nil, 0, nil
+	}
+	last := recs[len(recs)-1]
+	return cloneEvents(last.events), last.seq, nil
+}
+
+// Slots lists slots with records, ascending.
+func (m *Memory) Slots(ctx context.Context) ([]int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("slots: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Sorted(maps.Keys(m.slots)), nil
+}
+
+// PurgeUpTo drops slot's records with sequence ≤ seq.
+func (m *Memory) PurgeUpTo(ctx context.Context, slot int64, seq uint64) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("purge slot %d: %w", slot, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	recs := m.slots[slot]
+	i, _ := slices.BinarySearchFunc(recs, seq, func(r memRecord, seq uint64) int {
+		if r.seq <= seq {
+			return -1
+		}
+		return 1
+	})
+	if i == len(recs) {
+		// A slot without records is not listed, as on NATS.
+		delete(m.slots, slot)
+		return nil
+	}
+	m.slots[slot] = slices.Clone(recs[i:])
+	return nil
+}
+
+// Close makes later Appends fail with ErrClosed. Appends are stored
+// synchronously, so only their done calls can be pending: Close waits for
+// those run by the default runner. A custom Complete runner owns its queue,
+// and Close cannot wait for it without deadlocking a single-threaded
+// simulator that calls Close itself.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.running.Wait()
+	return nil
+}
+
+// cloneEvents deep-copies events, so neither the caller's later changes
+// nor a reader's reach the stored record.
+func cloneEvents(events []Event) []Event {
+	if len(events) == 0 {
+		return nil
+	}
+	out := make([]Event, len(events))
+	for i, ev := range events {
+		out[i] = ev
+		out[i].Body = slices.Clone(ev.Body)
+		out[i].Header = cloneHeader(ev.Header)
+	}
+	return out
+}
+
+func cloneHeader(h Header) Header {
+	if h == nil {
+		return nil
+	}
+	out := make(Header, len(h))
+	for k, vs := range h {
+		out[k] = slices.Clone(vs)
+	}
+	return out
+}

@@ -1,0 +1,77 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestMemoryContract(t *testing.T) {
+	runContract(t, func(t *testing.T) Journal {
+		m := NewMemory()
+		t.Cleanup(func() { m.Close() })
+		return m
+	})
+}
+
+// TestMemoryCompleteRunner: a simulator queues completions and runs them
+// when it likes; nothing runs before that.
+func TestMemoryCompleteRunner(t *testing.T) {
+	m := NewMemory()
+	var queue []func()
+	m.Complete = func(f func()) { queue = append(queue, f) }
+	var seqs []uint64
+	for i := range 3 {
+		m.Append(int64(i), genEvents(i, 1), func(seq uint64, err error) {
+			if err != nil {
+				t.Errorf("append: %v", err)
+			}
+			seqs = append(seqs, seq)
+		})
+	}
+	if len(seqs) != 0 || len(queue) != 3 {
+		t.Fatalf("before running the queue: %d dones ran, %d queued", len(seqs), len(queue))
+	}
+	for i := len(queue) - 1; i >= 0; i-- {
+		queue[i]()
+	}
+	if diff := cmp.Diff([]uint64{3, 2, 1}, seqs); diff != "" {
+		t.Errorf("seqs (-want +got):\n%s", diff)
+	}
+	// Close must not wait for a runner it does not own.
+	m.Append(1, nil, func(uint64, error) {})
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMemoryFail: Fail models an unavailable store and a lost ack.
+func TestMemoryFail(t *testing.T) {
+	m := NewMemory()
+	m.Complete = func(f func()) { f() }
+	errDown := errors.New("down")
+	var store bool
+	m.Fail = func(int64, []Event) (bool, error) { return store, errDown }
+
+	var got []error
+	done := func(_ uint64, err error) { got = append(got, err) }
+	m.Append(1, genEvents(1, 1), done) // not stored
+	store = true
+	m.Append(1, genEvents(2, 1), done) // stored, ack lost
+	m.Fail = nil
+	m.Append(1, genEvents(3, 1), done)
+
+	if !errors.Is(got[0], errDown) || !errors.Is(got[1], errDown) || got[2] != nil {
+		t.Errorf("done errors: %v", got)
+	}
+	events, seq, err := m.Load(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(genEvents(2, 1), genEvents(3, 1)...)
+	if diff := cmp.Diff(want, events, equateEmpty); diff != "" || seq != 2 {
+		t.Errorf("seq %d, events (-want +got):\n%s", seq, diff)
+	}
+}

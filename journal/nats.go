@@ -1,0 +1,494 @@
+package journal
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var (
+	// ErrSlotWidthMismatch: the journal stream was created for another slot
+	// width. Ids map to slots by width, so reusing the data with another
+	// width would look for messages in the wrong slots.
+	ErrSlotWidthMismatch = errors.New("journal slot width mismatch")
+	// ErrTooLarge: one event does not fit in a record of MaxRecordBytes.
+	ErrTooLarge = errors.New("journal event too large")
+)
+
+// SlotWidthKey is the stream metadata key holding the slot width in ms.
+const SlotWidthKey = "tock_slot_width_ms"
+
+const (
+	defaultStream        = "TOCK_JOURNAL"
+	defaultPrefix        = "tock.journal"
+	defaultAckTimeout    = 5 * time.Second
+	defaultMaxQueueBytes = 64 << 20
+	// recordMargin is kept free below the server's max payload for the
+	// headers a future version or a proxy might add.
+	recordMargin = 1024
+	// duplicateWindow is the server's minimum: records carry no msg ids,
+	// so a longer window would only cost server memory.
+	duplicateWindow = 100 * time.Millisecond
+	// maxAcksPending bounds the publishes awaiting acks; a round larger
+	// than this waits for acks of its own first records.
+	maxAcksPending = 16384
+)
+
+// NATSConfig configures NewNATS. Zero fields take defaults, except
+// SlotWidth, which is required.
+type NATSConfig struct {
+	// Stream is the JetStream stream name. Default TOCK_JOURNAL.
+	Stream string
+	// Prefix of slot subjects: slot k lives on Prefix.k. Default tock.journal.
+	Prefix string
+	// SlotWidth is the time span of one slot, a positive whole number of
+	// milliseconds. It is stored in the stream metadata; opening a stream
+	// made with another width fails with ErrSlotWidthMismatch.
+	SlotWidth time.Duration
+	// AckTimeout bounds each group-commit round and each read request.
+	// Default 5s.
+	AckTimeout time.Duration
+	// MaxRecordBytes caps one stored record. Default: the server's max
+	// payload less 1 KiB.
+	MaxRecordBytes int
+	// MaxQueueBytes caps the encoded appends waiting for the next round;
+	// beyond it Append fails with ErrUnavailable instead of growing memory
+	// without bound while the server is slow or away. Default 64 MiB.
+	MaxQueueBytes int
+}
+
+func (c NATSConfig) withDefaults(nc *nats.Conn) (NATSConfig, error) {
+	if c.SlotWidth <= 0 || c.SlotWidth%time.Millisecond != 0 {
+		return c, fmt.Errorf("journal: slot width %v is not a positive whole number of milliseconds", c.SlotWidth)
+	}
+	if c.Stream == "" {
+		c.Stream = defaultStream
+	}
+	if c.Prefix == "" {
+		c.Prefix = defaultPrefix
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = defaultAckTimeout
+	}
+	if c.MaxQueueBytes <= 0 {
+		c.MaxQueueBytes = defaultMaxQueueBytes
+	}
+	maxPayload := int(nc.MaxPayload())
+	if c.MaxRecordBytes <= 0 {
+		c.MaxRecordBytes = maxPayload - recordMargin
+	}
+	if c.MaxRecordBytes <= 0 || c.MaxRecordBytes > maxPayload {
+		return c, fmt.Errorf("journal: max record bytes %d does not fit the server's max payload %d", c.MaxRecordBytes, maxPayload)
+	}
+	return c, nil
+}
+
+func (c NATSConfig) widthMs() string {
+	return strconv.FormatInt(c.SlotWidth.Milliseconds(), 10)
+}
+
+// NATS is the JetStream Journal: one stream, one subject per slot.
+//
+// Appends are group-committed by one flusher goroutine, which also runs
+// the done callbacks, in call order: done must be quick, and must not call
+// Close (Close waits for the flusher). Several consecutive Appends to one
+// slot may share a record, and so a sequence and a Tail.
+type NATS struct {
+	cfg    NATSConfig
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+
+	mu      sync.Mutex
+	queue   []*op
+	qbytes  int
+	closed  bool
+	wake    chan struct{} // buffered 1: "the queue or closed changed"
+	stopped chan struct{} // closed when the flusher has returned
+}
+
+var _ Journal = (*NATS)(nil)
+
+// op is one Append, encoded.
+type op struct {
+	slot int64
+	// chunks are records on their own (EncodeRecord output); more than one
+	// if the Append exceeds MaxRecordBytes.
+	chunks [][]byte
+	size   int
+	done   func(uint64, error)
+	err    error     // failed before publishing
+	recs   []*record // where its chunks went
+}
+
+// record is one message of a round.
+type record struct {
+	slot int64
+	data []byte
+	fut  jetstream.PubAckFuture
+	seq  uint64
+	err  error
+}
+
+// NewNATS opens the journal on nc, creating or updating its stream. It
+// does not own nc: close the journal before the connection.
+func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig) (*NATS, error) {
+	cfg, err := cfg.withDefaults(nc)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc,
+		// The round deadline decides; this only frees lost acks' state.
+		jetstream.WithPublishAsyncTimeout(2*cfg.AckTimeout),
+		jetstream.WithPublishAsyncMaxPending(maxAcksPending),
+		jetstream.WithDefaultTimeout(cfg.AckTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	stream, err := ensureStream(ctx, js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if limit := int(stream.CachedInfo().Config.MaxMsgSize); limit > 0 && limit < cfg.MaxRecordBytes {
+		// An operator's message size limit on the stream wins: records
+		// above it would be refused.
+		cfg.MaxRecordBytes = limit
+	}
+	n := &NATS{
+		cfg:     cfg,
+		nc:      nc,
+		js:      js,
+		stream:  stream,
+		wake:    make(chan struct{}, 1),
+		stopped: make(chan struct{}),
+	}
+	go n.flush()
+	return n, nil
+}
+
+// MaxRecordBytes is the effective record size cap. One event's encoding
+// (roughly its body, target and headers plus 40 bytes) must fit in it.
+func (n *NATS) MaxRecordBytes() int { return n.cfg.MaxRecordBytes }
+
+func (n *NATS) subject(slot int64) string {
+	return n.cfg.Prefix + "." + strconv.FormatInt(slot, 10)
+}
+
+// Append encodes events at once, in the caller's goroutine (so callers
+// encode in parallel and may reuse events afterwards), and queues them for
+// the next round.
+func (n *NATS) Append(slot int64, events []Event, done func(seq uint64, err error)) {
+	if done == nil {
+		done = func(uint64, error) {} // fire and forget; not worth a crash in the flusher
+	}
+	o := &op{slot: slot, done: done}
+	if err := validate(events); err != nil {
+		o.err = fmt.Errorf("append slot %d: %w", slot, err)
+	} else if o.chunks, o.err = encodeChunks(events, n.cfg.MaxRecordBytes); o.err != nil {
+		o.err = fmt.Errorf("append slot %d: %w", slot, o.err)
+	}
+	for _, c := range o.chunks {
+		o.size += len(c)
+	}
+	if !n.enqueue(o) {
+		go done(0, fmt.Errorf("append slot %d: %w", slot, ErrClosed))
+	}
+}
+
+// enqueue queues o for the flusher, which calls its done even if o failed
+// already: done must not run inside Append, and in order is nicer.
+func (n *NATS) enqueue(o *op) bool {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return false
+	}
+	if o.err == nil && n.qbytes > 0 && n.qbytes+o.size > n.cfg.MaxQueueBytes {
+		o.err = fmt.Errorf("append slot %d: %w: %d bytes already queued", o.slot, ErrUnavailable, n.qbytes)
+	}
+	n.queue = append(n.queue, o)
+	n.qbytes += o.size
+	n.mu.Unlock()
+	n.signal()
+	return true
+}
+
+func (n *NATS) signal() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// encodeChunks encodes events as records of at most max bytes, splitting
+// between events; one event that alone exceeds max is ErrTooLarge.
+func encodeChunks(events []Event, max int) ([][]byte, error) {
+	if rec := EncodeRecord(nil, events); len(rec) <= max {
+		return [][]byte{rec}, nil
+	}
+	var chunks [][]byte
+	var body []byte // events of the current chunk
+	var count int
+	var prevAt int64
+	for i := range events {
+		start := len(body)
+		body = appendEvent(body, &events[i], prevAt)
+		if count > 0 && chunkSize(count+1, len(body)) > max {
+			// Event i does not fit: close the chunk before it and start
+			// the next with it, re-encoded to restart the At deltas.
+			chunks = append(chunks, chunk(count, body[:start]))
+			body, count = appendEvent(nil, &events[i], 0), 0
+		}
+		if count == 0 && chunkSize(1, len(body)) > max {
+			return nil, fmt.Errorf("%w: event %d encodes to %d bytes, records hold %d", ErrTooLarge, i, chunkSize(1, len(body)), max)
+		}
+		count++
+		prevAt = events[i].At
+	}
+	return append(chunks, chunk(count, body)), nil
+}
+
+func chunkSize(count, bodyLen int) int {
+	return 1 + uvarintLen(uint64(count)) + bodyLen
+}
+
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+func chunk(count int, body []byte) []byte {
+	c := make([]byte, 0, chunkSize(count, len(body)))
+	c = append(c, recordVersion)
+	c = binary.AppendUvarint(c, uint64(count))
+	return append(c, body...)
+}
+
+// flush is the flusher goroutine: one round at a time, so a round's
+// records are stored (or failed) before the next round's are sent, which
+// keeps each slot's records in call order even across failures.
+func (n *NATS) flush() {
+	defer close(n.stopped)
+	for {
+		ops, ok := n.take()
+		if !ok {
+			return
+		}
+		recs := n.group(ops)
+		n.publish(recs)
+		for _, o := range ops {
+			o.finish()
+		}
+	}
+}
+
+// take waits for queued ops and takes them all; false once closed and empty.
+func (n *NATS) take() ([]*op, bool) {
+	for {
+		n.mu.Lock()
+		if len(n.queue) > 0 {
+			ops := n.queue
+			n.queue, n.qbytes = nil, 0
+			n.mu.Unlock()
+			return ops, true
+		}
+		closed := n.closed
+		n.mu.Unlock()
+		if closed {
+			return nil, false
+		}
+		<-n.wake
+	}
+}
+
+// group packs the chunks of ops into records: each chunk joins the last
+// record of its slot if it fits, or starts a new one. Later records of a
+// slot only ever get later chunks, so publishing records in creation order
+// keeps each slot's order.
+func (n *NATS) group(ops []*op) []*record {
+	var recs []*record
+	last := make(map[int64]*record)
+	for _, o := range ops {
+		if o.err != nil {
+			continue
+		}
+		for _, c := range o.chunks {
+			r := last[o.slot]
+			if r == nil || len(r.data)+len(c)-1 > n.cfg.MaxRecordBytes {
+				r = &record{slot: o.slot, data: c}
+				last[o.slot] = r
+				recs = append(recs, r)
+			} else {
+				r.data = append(r.data, c[1:]...) // drop the chunk's version byte
+			}
+			if len(o.recs) == 0 || o.recs[len(o.recs)-1] != r {
+				o.recs = append(o.recs, r)
+			}
+		}
+	}
+	return recs
+}
+
+// publish sends all records pipelined, then waits for their acks, giving
+// the round AckTimeout in all.
+func (n *NATS) publish(recs []*record) {
+	deadline := time.Now().Add(n.cfg.AckTimeout)
+	for _, r := range recs {
+		n.send(r, deadline)
+	}
+	// A context, not a timer: its Done channel stays closed for every
+	// record still waiting once the deadline has passed.
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	for _, r := range recs {
+		if r.fut != nil {
+			n.await(r, ctx.Done())
+		}
+	}
+}
+
+func (n *NATS) send(r *record, deadline time.Time) {
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		r.err = appendErr(r.slot, errRoundTimeout)
+		return
+	}
+	msg := &nats.Msg{Subject: n.subject(r.slot), Data: r.data}
+	// No retries: a retry is sent later from a timer, possibly after the
+	// next round's records, which would break the slot's order.
+	fut, err := n.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0), jetstream.WithStallWait(wait))
+	if err != nil {
+		r.err = appendErr(r.slot, err)
+		return
+	}
+	r.fut = fut
+}
+
+var errRoundTimeout = errors.New("no acknowledgement within the ack timeout")
+
+// await sets r's seq or error from its ack. After the round's deadline it
+// only takes acks that are already there.
+func (n *NATS) await(r *record, expired <-chan struct{}) {
+	select {
+	case ack := <-r.fut.Ok():
+		r.seq = ack.Sequence
+		return
+	case err := <-r.fut.Err():
+		r.err = appendErr(r.slot, err)
+		return
+	default:
+	}
+	select {
+	case ack := <-r.fut.Ok():
+		r.seq = ack.Sequence
+	case err := <-r.fut.Err():
+		r.err = appendErr(r.slot, err)
+	case <-expired:
+		r.err = appendErr(r.slot, errRoundTimeout)
+	}
+}
+
+// finish calls done with the seq of o's last record, or the first error of
+// any of its records: a split append is stored only if all parts are.
+func (o *op) finish() {
+	if o.err != nil {
+		o.done(0, o.err)
+		return
+	}
+	for _, r := range o.recs {
+		if r.err != nil {
+			o.done(0, r.err)
+			return
+		}
+	}
+	o.done(o.recs[len(o.recs)-1].seq, nil)
+}
+
+// appendErr classifies every publish failure (timeout, no responders,
+// server error such as storage full) as unavailability: the caller's
+// remedy is the same, retry or reload later.
+func appendErr(slot int64, err error) error {
+	return fmt.Errorf("append slot %d: %w: %w", slot, ErrUnavailable, err)
+}
+
+// readErr wraps a failed read. Cancellation is the caller's own doing and
+// is not unavailability.
+func readErr(what string, slot int64, err error) error {
+	return fmt.Errorf("%s slot %d: %w", what, slot, unavailable(err))
+}
+
+func unavailable(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// Load replays slot's records with batched direct gets.
+func (n *NATS) Load(ctx context.Context, slot int64) ([]Event, uint64, error) {
+	var events []Event
+	last, err := n.scan(ctx, n.subject(slot), func(seq uint64, data []byte) error {
+		var err error
+		if events, err = decodeAppend(events, data); err != nil {
+			return fmt.Errorf("load slot %d record %d: %w", slot, seq, err)
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return nil, 0, err
+		}
+		return nil, 0, readErr("load", slot, err)
+	}
+	return events, last, nil
+}
+
+// Tail decodes slot's last record.
+func (n *NATS) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) {
+	msg, err := n.stream.GetLastMsgForSubject(ctx, n.subject(slot))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, readErr("tail", slot, err)
+	}
+	events, err := DecodeRecord(msg.Data)
+	if err != nil {
+		return nil, 0, fmt.Errorf("tail slot %d record %d: %w", slot, msg.Sequence, err)
+	}
+	return events, msg.Sequence, nil
+}
+
+// PurgeUpTo purges slot's records with sequence ≤ seq.
+func (n *NATS) PurgeUpTo(ctx context.Context, slot int64, seq uint64) error {
+	if seq == 0 {
+		return nil // a purge sequence of 0 would mean "no limit"
+	}
+	opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(n.subject(slot))}
+	if seq < math.MaxUint64 {
+		// The server purges "up to but not including" this sequence.
+		opts = append(opts, jetstream.WithPurgeSequence(seq+1))
+	}
+	if err := n.stream.Purge(ctx, opts...); err != nil {
+		return readErr("purge", slot, err)
+	}
+	return nil
+}
+
+// Close stops accepting appends, lets the flusher commit what is queued,
+// and waits for it. It does not close the connection.
+func (n *NATS) Close() error {
+	n.mu.Lock()
+	n.closed = true
+	n.mu.Unlock()
+	n.signal()
+	<-n.stopped
+	n.js.CleanupPublisher()
+	return nil
+}

@@ -1,0 +1,192 @@
+package journal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JetStream API subjects the jetstream package does not wrap: batched
+// direct get, and paged stream info.
+const (
+	apiDirectGet  = "$JS.API.DIRECT.GET."
+	apiStreamInfo = "$JS.API.STREAM.INFO."
+)
+
+// Reply headers of direct gets.
+const (
+	statusHdr     = "Status"
+	descrHdr      = "Description"
+	numPendingHdr = "Nats-Num-Pending"
+)
+
+const (
+	// scanBatch and scanMaxBytes size one batched direct get: enough to
+	// amortize the round trip, small enough for the subscription's
+	// pending limits (64 MiB by default).
+	scanBatch    = 1024
+	scanMaxBytes = 8 << 20
+)
+
+// directGetRequest is the server's JSApiMsgGetRequest, batch form.
+type directGetRequest struct {
+	Seq      uint64 `json:"seq"`
+	NextFor  string `json:"next_by_subj"`
+	Batch    int    `json:"batch"`
+	MaxBytes int    `json:"max_bytes"`
+}
+
+// scan passes subj's records to fn in order and returns the last sequence
+// seen. It asks for records in batches: one round trip per batch instead of
+// one per record, which is what makes a big slot's replay fast.
+func (n *NATS) scan(ctx context.Context, subj string, fn func(seq uint64, data []byte) error) (uint64, error) {
+	sub, err := n.nc.SubscribeSync(n.nc.NewInbox())
+	if err != nil {
+		return 0, err
+	}
+	defer sub.Unsubscribe()
+	var last uint64
+	for {
+		more, err := n.scanBatch(ctx, sub, subj, last+1, func(seq uint64, data []byte) error {
+			last = seq
+			return fn(seq, data)
+		})
+		if err != nil || !more {
+			return last, err
+		}
+	}
+}
+
+// scanBatch requests one batch from seq on and reads replies up to its end
+// of batch marker. It reports whether records may follow the batch.
+func (n *NATS) scanBatch(ctx context.Context, sub *nats.Subscription, subj string, seq uint64, fn func(uint64, []byte) error) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.AckTimeout)
+	defer cancel()
+	req, err := json.Marshal(directGetRequest{Seq: seq, NextFor: subj, Batch: scanBatch, MaxBytes: scanMaxBytes})
+	if err != nil {
+		return false, err
+	}
+	if err := n.nc.PublishRequest(apiDirectGet+n.cfg.Stream, sub.Subject, req); err != nil {
+		return false, err
+	}
+	for {
+		msg, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return false, err
+		}
+		if status := msg.Header.Get(statusHdr); status != "" && len(msg.Data) == 0 {
+			return batchEnd(msg, status)
+		}
+		seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return false, fmt.Errorf("direct get reply without a sequence: %w", err)
+		}
+		if got := msg.Header.Get(jetstream.SubjectHeader); got != subj {
+			return false, fmt.Errorf("direct get for %s returned record %d of %s", subj, seq, got)
+		}
+		if err := fn(seq, msg.Data); err != nil {
+			return false, err
+		}
+		if msg.Header.Get(numPendingHdr) == "" {
+			// A server without batch support sends one record and no end
+			// marker; go on from the next sequence.
+			return true, nil
+		}
+	}
+}
+
+// batchEnd interprets a status reply: 404 is the end of the records, 204
+// the end of a batch, with a count of records left.
+func batchEnd(msg *nats.Msg, status string) (bool, error) {
+	switch status {
+	case "404":
+		return false, nil
+	case "204":
+		return msg.Header.Get(numPendingHdr) != "0", nil
+	case "503":
+		return false, nats.ErrNoResponders
+	}
+	return false, fmt.Errorf("direct get: status %s %s", status, msg.Header.Get(descrHdr))
+}
+
+// streamInfoPage is the part of a stream info reply Slots reads.
+type streamInfoPage struct {
+	Error *jetstream.APIError `json:"error"`
+	State struct {
+		Subjects map[string]uint64 `json:"subjects"`
+	} `json:"state"`
+	Total int `json:"total"`
+}
+
+// Slots lists the slots with records, from the stream's per-subject
+// counts. The server pages those 100,000 subjects at a time, sorted as
+// text. jetstream's Stream.Info pages by the number of distinct subjects
+// seen so far, which can repeat a request forever if slots are created
+// and purged meanwhile; this pages by the count the server returned, so
+// it always ends. A slot created or purged while a listing of more than
+// 100,000 slots runs may be missed.
+func (n *NATS) Slots(ctx context.Context) ([]int64, error) {
+	seen := make(map[int64]struct{})
+	for offset := 0; ; {
+		page, err := n.slotPage(ctx, offset)
+		if err != nil {
+			return nil, fmt.Errorf("slots: %w", unavailable(err))
+		}
+		for subj := range page.State.Subjects {
+			if slot, ok := n.parseSlot(subj); ok {
+				seen[slot] = struct{}{}
+			}
+		}
+		offset += len(page.State.Subjects)
+		if len(page.State.Subjects) == 0 || offset >= page.Total {
+			break
+		}
+	}
+	slots := make([]int64, 0, len(seen))
+	for s := range seen {
+		slots = append(slots, s)
+	}
+	slices.Sort(slots)
+	return slots, nil
+}
+
+func (n *NATS) slotPage(ctx context.Context, offset int) (*streamInfoPage, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.AckTimeout)
+		defer cancel()
+	}
+	req, err := json.Marshal(map[string]any{"subjects_filter": n.cfg.Prefix + ".>", "offset": offset})
+	if err != nil {
+		return nil, err
+	}
+	msg, err := n.nc.RequestWithContext(ctx, apiStreamInfo+n.cfg.Stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var page streamInfoPage
+	if err := json.Unmarshal(msg.Data, &page); err != nil {
+		return nil, fmt.Errorf("stream info reply: %w", err)
+	}
+	if page.Error != nil {
+		return nil, page.Error
+	}
+	return &page, nil
+}
+
+// parseSlot reads the slot of a journal subject. Subjects under the prefix
+// that are not slots (not written by a journal) are ignored.
+func (n *NATS) parseSlot(subj string) (int64, bool) {
+	rest, ok := strings.CutPrefix(subj, n.cfg.Prefix+".")
+	if !ok {
+		return 0, false
+	}
+	slot, err := strconv.ParseInt(rest, 10, 64)
+	return slot, err == nil
+}

@@ -1,0 +1,512 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// startServer runs an embedded JetStream server storing in dir.
+func startServer(t testing.TB, dir string) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+var streamCounter atomic.Int64
+
+// testConfig names a fresh stream, so tests sharing a server do not meet.
+func testConfig() NATSConfig {
+	n := streamCounter.Add(1)
+	return NATSConfig{
+		Stream:     fmt.Sprintf("J%d", n),
+		Prefix:     fmt.Sprintf("j%d", n),
+		SlotWidth:  time.Second,
+		AckTimeout: 2 * time.Second,
+	}
+}
+
+func openNATS(t testing.TB, nc *nats.Conn, cfg NATSConfig) *NATS {
+	t.Helper()
+	j, err := NewNATS(context.Background(), nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
+}
+
+func TestNATSContract(t *testing.T) {
+	nc := connect(t, startServer(t, t.TempDir()))
+	runContract(t, func(t *testing.T) Journal { return openNATS(t, nc, testConfig()) })
+}
+
+// subjectMsgs counts the records stored for slot.
+func subjectMsgs(t *testing.T, j *NATS, slot int64) uint64 {
+	t.Helper()
+	info, err := j.stream.Info(context.Background(), jetstream.WithSubjectFilter(j.subject(slot)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[j.subject(slot)]
+}
+
+func bodyEvents(n, size int) []Event {
+	events := genEvents(0, n)
+	for i := range events {
+		events[i] = Event{Kind: Scheduled, ID: events[i].ID, At: events[i].At, Target: "t",
+			Body: []byte(strings.Repeat(string(rune('a'+i%26)), size))}
+	}
+	return events
+}
+
+func TestNATSSplitsBigAppends(t *testing.T) {
+	nc := connect(t, startServer(t, t.TempDir()))
+	cfg := testConfig()
+	cfg.MaxRecordBytes = 2048
+	j := openNATS(t, nc, cfg)
+
+	big := bodyEvents(60, 100)
+	seq := appendWait(t, j, 1, big)
+	got, loadSeq := load(t, j, 1)
+	if diff := cmp.Diff(big, got, equateEmpty); diff != "" {
+		t.Fatalf("events (-want +got):\n%s", diff)
+	}
+	if seq != loadSeq {
+		t.Errorf("done seq %d, load seq %d: done must get the last part's seq", seq, loadSeq)
+	}
+	if n := subjectMsgs(t, j, 1); n < 4 {
+		t.Errorf("%d records for ~7 KB in 2 KB records", n)
+	}
+
+	tr := newTracker(t)
+	j.Append(2, bodyEvents(1, 3000), tr.done())
+	j.Append(2, bodyEvents(1, 10), tr.done())
+	rs := tr.wait()
+	if !errors.Is(rs[0].err, ErrTooLarge) || rs[1].err != nil {
+		t.Errorf("append of a 3 KB event: %v; next append: %v", rs[0].err, rs[1].err)
+	}
+}
+
+func TestEncodeChunks(t *testing.T) {
+	events := append(bodyEvents(50, 37), genEvents(3, 40)...)
+	for _, max := range []int{200, 333, 1000, 4096, 1 << 20} {
+		chunks, err := encodeChunks(events, max)
+		if err != nil {
+			t.Fatalf("max %d: %v", max, err)
+		}
+		var got []Event
+		for i, c := range chunks {
+			if len(c) > max {
+				t.Errorf("max %d: chunk %d has %d bytes", max, i, len(c))
+			}
+			if got, err = decodeAppend(got, c); err != nil {
+				t.Fatalf("max %d: chunk %d: %v", max, i, err)
+			}
+		}
+		if diff := cmp.Diff(events, got, equateEmpty); diff != "" {
+			t.Errorf("max %d (-want +got):\n%s", max, diff)
+		}
+	}
+}
+
+// TestNATSMergesAppends: appends queued during a round share records.
+func TestNATSMergesAppends(t *testing.T) {
+	nc := connect(t, startServer(t, t.TempDir()))
+	j := openNATS(t, nc, testConfig())
+	tr := newTracker(t)
+	var want []Event
+	for i := range 500 {
+		events := genEvents(i, 1)
+		want = append(want, events...)
+		j.Append(1, events, tr.done())
+	}
+	tr.wait()
+	got, _ := load(t, j, 1)
+	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+		t.Fatalf("events (-want +got):\n%s", diff)
+	}
+	n := subjectMsgs(t, j, 1)
+	t.Logf("500 appends stored as %d records", n)
+	if n >= 500 {
+		t.Errorf("500 appends stored as %d records, want fewer", n)
+	}
+}
+
+// TestNATSLoadManyRecords: a slot bigger than one direct-get batch, in
+// count and in bytes, interleaved with another slot.
+func TestNATSLoadManyRecords(t *testing.T) {
+	nc := connect(t, startServer(t, t.TempDir()))
+	j := openNATS(t, nc, testConfig())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []Event
+	for i := range 3000 {
+		events := genEvents(i, 1)
+		if i%500 == 0 {
+			events = bodyEvents(1, 900_000) // 3 MB total, over scanMaxBytes with the rest
+		}
+		want = append(want, events...)
+		publishRecord(t, js, j.subject(1), events)
+		publishRecord(t, js, j.subject(2), genEvents(i, 1))
+	}
+	waitPublished(t, js)
+	got, seq := load(t, j, 1)
+	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+		t.Fatalf("events (-want +got):\n%s", diff)
+	}
+	if _, tailSeq, _ := j.Tail(context.Background(), 1); seq != tailSeq {
+		t.Errorf("load seq %d, tail seq %d", seq, tailSeq)
+	}
+}
+
+func publishRecord(t testing.TB, js jetstream.JetStream, subj string, events []Event) {
+	t.Helper()
+	if _, err := js.PublishAsync(subj, EncodeRecord(nil, events), jetstream.WithStallWait(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitPublished(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publishes not acknowledged")
+	}
+}
+
+func TestNATSRestartKeepsData(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir)
+	cfg := testConfig()
+	j := openNATS(t, connect(t, s), cfg)
+	want := genEvents(1, 5)
+	seq := appendWait(t, j, 3, want)
+	j.Close()
+	s.Shutdown()
+	s.WaitForShutdown()
+
+	s = startServer(t, dir)
+	j = openNATS(t, connect(t, s), cfg)
+	got, gotSeq := load(t, j, 3)
+	if diff := cmp.Diff(want, got, equateEmpty); diff != "" || gotSeq != seq {
+		t.Fatalf("after restart: seq %d (want %d), events (-want +got):\n%s", gotSeq, seq, diff)
+	}
+	if next := appendWait(t, j, 3, genEvents(2, 1)); next <= seq {
+		t.Errorf("seq after restart %d, before %d", next, seq)
+	}
+}
+
+// TestNATSServerGone: with the server down, every call fails with
+// ErrUnavailable within about the ack timeout instead of hanging.
+func TestNATSServerGone(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		stop func(s *server.Server, nc *nats.Conn)
+	}{
+		{"ServerDown", func(s *server.Server, _ *nats.Conn) { s.Shutdown(); s.WaitForShutdown() }},
+		{"ConnClosed", func(_ *server.Server, nc *nats.Conn) { nc.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, t.TempDir())
+			nc := connect(t, s)
+			cfg := testConfig()
+			cfg.AckTimeout = 500 * time.Millisecond
+			j := openNATS(t, nc, cfg)
+			appendWait(t, j, 1, genEvents(1, 1))
+			tc.stop(s, nc)
+			testUnavailable(t, j, cfg.AckTimeout)
+		})
+	}
+}
+
+func testUnavailable(t *testing.T, j *NATS, timeout time.Duration) {
+	// An append may wait for the round in flight, then for its own.
+	limit := 2*timeout + 300*time.Millisecond
+	start := time.Now()
+	tr := newTracker(t)
+	for i := range 20 {
+		j.Append(int64(i%4), genEvents(i, 1), tr.done())
+	}
+	results := tr.wait()
+	for i, r := range results {
+		if !errors.Is(r.err, ErrUnavailable) {
+			t.Errorf("append %d: %v, want ErrUnavailable", i, r.err)
+		}
+	}
+	d := time.Since(start)
+	t.Logf("appends failed after %v: %v", d, results[len(results)-1].err)
+	if d > limit {
+		t.Errorf("appends failed after %v, want within %v", d, limit)
+	}
+	limit = timeout + 300*time.Millisecond
+
+	// One round of several records ends at its deadline, whoever waits.
+	var recs []*record
+	for slot := range int64(5) {
+		recs = append(recs, &record{slot: slot, data: EncodeRecord(nil, genEvents(1, 1))})
+	}
+	start = time.Now()
+	j.publish(recs)
+	if d := time.Since(start); d > limit {
+		t.Errorf("a round of %d records failed after %v, want within %v", len(recs), d, limit)
+	}
+	for _, r := range recs {
+		if !errors.Is(r.err, ErrUnavailable) {
+			t.Errorf("record of slot %d: %v, want ErrUnavailable", r.slot, r.err)
+		}
+	}
+
+	ctx := context.Background()
+	calls := map[string]func() error{
+		"load":  func() error { _, _, err := j.Load(ctx, 1); return err },
+		"tail":  func() error { _, _, err := j.Tail(ctx, 1); return err },
+		"slots": func() error { _, err := j.Slots(ctx); return err },
+		"purge": func() error { return j.PurgeUpTo(ctx, 1, 1) },
+	}
+	for name, call := range calls {
+		start := time.Now()
+		if err := call(); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s: %v, want ErrUnavailable", name, err)
+		}
+		if d := time.Since(start); d > limit {
+			t.Errorf("%s failed after %v, want within %v", name, d, limit)
+		}
+	}
+	start = time.Now()
+	j.Close()
+	if d := time.Since(start); d > limit {
+		t.Errorf("close took %v", d)
+	}
+}
+
+func TestNATSSlotWidthMismatch(t *testing.T) {
+	nc := connect(t, startServer(t, t.TempDir()))
+	cfg := testConfig()
+	openNATS(t, nc, cfg).Close()
+	cfg.SlotWidth = 2 * time.Second
+	_, err := NewNATS(context.Background(), nc, cfg)
+	if !errors.Is(err, ErrSlotWidthMismatch) || !strings.Contains(err.Error(), "1000") || !strings.Contains(err.Error(), "2000") {
+		t.Errorf("open with another width: %v, want ErrSlotWidthMismatch naming 1000 and 2000", err)
+	}
+	cfg.SlotWidth = time.Second
+	openNATS(t, nc, cfg) // the original width still opens
+}
+
+// TestNATSAdoptsStream: an existing stream gets what the journal relies
+// on; settings it does not care about stay.
+func TestNATSAdoptsStream(t *testing.T) {
+	nc := connect(t, startServer(t, t.TempDir()))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cfg := testConfig()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: cfg.Stream, Subjects: []string{"other.>"}, MaxAge: time.Hour, MaxMsgsPerSubject: 10,
+		MaxBytes: 1 << 30, Metadata: map[string]string{"owner": "ops"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := openNATS(t, nc, cfg)
+	info, err := j.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := info.Config
+	if sc.MaxAge != 0 || sc.MaxMsgsPerSubject != -1 || sc.Discard != jetstream.DiscardNew || !sc.AllowDirect ||
+		sc.MaxBytes != 1<<30 || sc.Metadata["owner"] != "ops" || sc.Metadata[SlotWidthKey] != "1000" ||
+		!cmp.Equal(sc.Subjects, []string{"other.>", cfg.Prefix + ".>"}) {
+		t.Errorf("adopted stream config: %+v", sc)
+	}
+
+	deny := testConfig()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: deny.Stream, Subjects: []string{deny.Prefix + ".>"}, DenyPurge: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewNATS(ctx, nc, deny); err == nil || !strings.Contains(err.Error(), "purge") {
+		t.Errorf("open on a stream denying purges: %v", err)
+	}
+}
+
+// TestNATSSlotsPaging: the server lists at most 100,000 subjects per stream
+// info reply; Slots must page past that.
+func TestNATSSlotsPaging(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 100k records")
+	}
+	nc := connect(t, startServer(t, t.TempDir()))
+	j := openNATS(t, nc, testConfig())
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(20000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = server.JSMaxSubjectDetails + 1234
+	rec := EncodeRecord(nil, []Event{{Kind: Closed, At: 1}})
+	for i := range n {
+		if _, err := js.PublishAsync(j.subject(int64(i)), rec, jetstream.WithStallWait(10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPublished(t, js)
+	slots, err := j.Slots(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(slots) != n {
+		t.Fatalf("%d slots, want %d", len(slots), n)
+	}
+	for i, s := range slots {
+		if s != int64(i) {
+			t.Fatalf("slots[%d] = %d", i, s)
+		}
+	}
+}
+
+// TestNATSStorageOverhead measures stored bytes per Scheduled event against
+// the same message stored as a plain JetStream message, for one event per
+// record (an idle journal) and merged records (a busy one).
+func TestNATSStorageOverhead(t *testing.T) {
+	const n = 200
+	nc := connect(t, startServer(t, t.TempDir()))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	plain, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PLAIN", Subjects: []string{"orders.>"}, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Real slot subjects: tock.journal.<ms / width>, 8 digits for 1 min.
+	idle := openNATS(t, nc, NATSConfig{Stream: "IDLE", Prefix: "tock.journal", SlotWidth: time.Minute})
+	busy := openNATS(t, nc, NATSConfig{Stream: "BUSY", Prefix: "tock.busy", SlotWidth: time.Minute})
+	for _, size := range []int{16, 128, 1024} {
+		msg := newBenchMsg()
+		msg.body = make([]byte, size)
+		before := []uint64{streamBytes(t, plain), streamBytes(t, idle.stream), streamBytes(t, busy.stream)}
+		tr := newTracker(t)
+		for i := range n {
+			ev := msg.event(i)
+			slot := ev.DeliverAt / time.Minute.Milliseconds()
+			appendWait(t, idle, slot, []Event{ev})
+			busy.Append(slot, []Event{ev}, tr.done())
+			if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: msg.target, Header: nats.Header(msg.header), Data: msg.body}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tr.wait()
+		per := func(s jetstream.Stream, i int) float64 { return float64(streamBytes(t, s)-before[i]) / n }
+		p, i, b := per(plain, 0), per(idle.stream, 1), per(busy.stream, 2)
+		t.Logf("body %4d B: plain %.0f B/msg, journal one event per record %.0f B (%.2fx), merged %.0f B (%.2fx)",
+			size, p, i, i/p, b, b/p)
+		if size >= 128 && i/p > 1.3 {
+			t.Errorf("body %d: one-event records take %.2fx the plain message", size, i/p)
+		}
+	}
+}
+
+func streamBytes(t *testing.T, s jetstream.Stream) uint64 {
+	t.Helper()
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Bytes
+}
+
+// TestNATSStorageFull: a server refusal (here the stream's byte limit)
+// fails the append with ErrUnavailable; records are never dropped to make
+// room.
+func TestNATSStorageFull(t *testing.T) {
+	nc := connect(t, startServer(t, t.TempDir()))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: cfg.Stream, Subjects: []string{cfg.Prefix + ".>"}, MaxBytes: 4096,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := openNATS(t, nc, cfg)
+	first := bodyEvents(1, 1000)
+	appendWait(t, j, 1, first)
+	var err2 error
+	for i := 0; i < 10 && err2 == nil; i++ {
+		tr := newTracker(t)
+		j.Append(1, bodyEvents(1, 1000), tr.done())
+		err2 = tr.wait()[0].err
+	}
+	if !errors.Is(err2, ErrUnavailable) {
+		t.Fatalf("append to a full stream: %v, want ErrUnavailable", err2)
+	}
+	t.Logf("full stream: %v", err2)
+	if got, _ := load(t, j, 1); len(got) == 0 || !cmp.Equal(first, got[:1], equateEmpty) {
+		t.Errorf("the first record was dropped to make room")
+	}
+}
+
+// TestNATSQueueBound: while the server is away, queued appends are capped
+// by MaxQueueBytes and the excess fails at once.
+func TestNATSQueueBound(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	cfg := testConfig()
+	cfg.AckTimeout = 300 * time.Millisecond
+	cfg.MaxQueueBytes = 1000
+	j := openNATS(t, connect(t, s), cfg)
+	s.Shutdown()
+	s.WaitForShutdown()
+	tr := newTracker(t)
+	for range 20 {
+		j.Append(1, bodyEvents(1, 300), tr.done())
+	}
+	var full int
+	for _, r := range tr.wait() {
+		if !errors.Is(r.err, ErrUnavailable) {
+			t.Fatalf("append with the server away: %v", r.err)
+		}
+		if strings.Contains(r.err.Error(), "queued") {
+			full++
+		}
+	}
+	if full < 10 {
+		t.Errorf("%d of 20 appends of 300 B refused by a 1000 B queue, want most", full)
+	}
+}
