@@ -88,7 +88,6 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start gateway: %w", err)
 	}
-	s.log.Info("tock ready", "nats", s.ClientURL(), "slot_width", cfg.SlotWidth, "horizon", cfg.Horizon)
 	return s, nil
 }
 

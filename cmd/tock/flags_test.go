@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tockd/tock/service"
+)
+
+// runCLI runs the whole command line as main does.
+func runCLI(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestDispatch(t *testing.T) {
+	code, out, errs := runCLI(t, "")
+	if code != 2 || out != "" || !strings.Contains(errs, "usage:") {
+		t.Errorf("no verb: code %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, out, errs = runCLI(t, "", "frobnicate", "x")
+	if code != 2 || out != "" || !strings.Contains(errs, `unknown command "frobnicate"`) || !strings.Contains(errs, "usage:") {
+		t.Errorf("unknown verb: code %d, stdout %q, stderr %q", code, out, errs)
+	}
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		code, out, errs = runCLI(t, "", args...)
+		if code != 0 || errs != "" {
+			t.Errorf("%v: code %d, stderr %q", args, code, errs)
+		}
+		for _, verb := range []string{"serve", "schedule", "cancel", "get", "watch"} {
+			if !strings.Contains(out, "tock "+verb) {
+				t.Errorf("%v: overview lacks %q:\n%s", args, verb, out)
+			}
+		}
+	}
+	code, out, _ = runCLI(t, "", "help", "all")
+	if code != 0 || !strings.Contains(out, "-max-delay") || !strings.Contains(out, "-count") {
+		t.Errorf("help all: code %d:\n%s", code, out)
+	}
+	code, _, errs = runCLI(t, "", "help", "nope")
+	if code != 2 || !strings.Contains(errs, "unknown command") {
+		t.Errorf("help nope: code %d, stderr %q", code, errs)
+	}
+	code, out, _ = runCLI(t, "", "version")
+	if code != 0 || !strings.HasPrefix(out, "tock ") {
+		t.Errorf("version: code %d, stdout %q", code, out)
+	}
+}
+
+// Every verb prints its own usage and flags for -h and "help VERB".
+func TestVerbHelp(t *testing.T) {
+	for _, c := range []struct{ verb, flag string }{
+		{"serve", "-max-payload"}, {"schedule", "-in"}, {"cancel", "-timeout"},
+		{"get", "-nats-url"}, {"watch", "-count"},
+	} {
+		for _, args := range [][]string{{c.verb, "-h"}, {c.verb, "--help"}, {"help", c.verb}} {
+			code, out, errs := runCLI(t, "", args...)
+			if code != 0 || errs != "" || !strings.HasPrefix(out, "usage: tock "+c.verb) || !strings.Contains(out, c.flag) {
+				t.Errorf("%v: code %d, stderr %q, stdout:\n%s", args, code, errs, out)
+			}
+		}
+		code, out, errs := runCLI(t, "", c.verb, "--no-such-flag")
+		if code != 2 || out != "" || !strings.Contains(errs, "-no-such-flag") || !strings.Contains(errs, "usage: tock "+c.verb) {
+			t.Errorf("%s --no-such-flag: code %d, stdout %q, stderr %q", c.verb, code, out, errs)
+		}
+	}
+}
+
+func TestParseArgsInterspersed(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	a := fs.String("a", "", "")
+	b := fs.Bool("b", false, "")
+	pos, err := parseArgs(fs, []string{"one", "-a", "A", "two", "-b", "-", "--", "-a", "three"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *a != "A" || !*b {
+		t.Errorf("flags: a=%q b=%v", *a, *b)
+	}
+	if diff := cmp.Diff([]string{"one", "two", "-", "-a", "three"}, pos); diff != "" {
+		t.Errorf("positional (-want +got):\n%s", diff)
+	}
+	if _, err := parseArgs(fs, []string{"-h"}); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+	var ue *usageError
+	if _, err := parseArgs(fs, []string{"-zz"}); !errors.As(err, &ue) {
+		t.Errorf("-zz: %v", err)
+	}
+}
+
+func TestParseSchedule(t *testing.T) {
+	t.Setenv(envNATSURL, "")
+	r, err := parseSchedule([]string{"--to", "orders.created", "--in", "2d", "-H", "X-A: 1", "--header", "X-A:2", "-H", "x-b:", "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := nats.Header{"Tock-Delay": {"48h0m0s"}, "X-A": {"1", "2"}, "x-b": {""}}
+	if diff := cmp.Diff(want, r.msg.Header); diff != "" {
+		t.Errorf("header (-want +got):\n%s", diff)
+	}
+	if r.msg.Subject != "tock.schedule.orders.created" || string(r.msg.Data) != "hi" || r.bodyStdin {
+		t.Errorf("subject %q body %q stdin %v", r.msg.Subject, r.msg.Data, r.bodyStdin)
+	}
+	if r.opts.url != defaultNATSURL || r.opts.timeout != defaultTimeout {
+		t.Errorf("client defaults: %q %v", r.opts.url, r.opts.timeout)
+	}
+
+	r, err = parseSchedule([]string{"-", "--to=a", "--at", "1893596645123", "--timeout", "1m", "--nats-url", "nats://h:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.msg.Header.Get(hdrDeliverAt) != "1893596645123" || r.msg.Header.Get(hdrDelay) != "" || !r.bodyStdin || len(r.msg.Data) != 0 {
+		t.Errorf("got header %v body %q stdin %v", r.msg.Header, r.msg.Data, r.bodyStdin)
+	}
+	if r.opts.url != "nats://h:1" || r.opts.timeout != time.Minute {
+		t.Errorf("client flags: %q %v", r.opts.url, r.opts.timeout)
+	}
+
+	for _, at := range []string{"2030-01-02T15:04:05Z", "2030-01-02T15:04:05.123Z", "2030-01-02T15:04:05.123456789+02:00", "0"} {
+		r, err := parseSchedule([]string{"--to", "a", "--at", at})
+		if err != nil || r.msg.Header.Get(hdrDeliverAt) != at {
+			t.Errorf("--at %q: %v", at, err)
+		}
+	}
+}
+
+func TestParseScheduleErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--in", "1s", "body"}, "--to is required"},
+		{[]string{"--to", "", "--in", "1s"}, "--to is required"},
+		{[]string{"--to", "a"}, "exactly one of --at and --in"},
+		{[]string{"--to", "a", "--in", "1s", "--at", "2030-01-02T15:04:05Z"}, "exactly one of --at and --in"},
+		{[]string{"--to", "a", "--in", "soon"}, "invalid duration"},
+		{[]string{"--to", "a", "--at", "tomorrow"}, "invalid --at"},
+		{[]string{"--to", "a", "--at", "2030-01-02 15:04:05"}, "invalid --at"},
+		{[]string{"--to", "a", "--at", "-5"}, "invalid --at"},
+		{[]string{"--to", "a.*", "--in", "1s"}, "invalid subject"},
+		{[]string{"--to", "a..b", "--in", "1s"}, "invalid subject"},
+		{[]string{"--to", "a b", "--in", "1s"}, "invalid subject"},
+		{[]string{"--to", "a", "--in", "1s", "one", "two"}, "more than one BODY"},
+		{[]string{"--to", "a", "--in", "1s", "-H", "novalue"}, "want KEY:VALUE"},
+		{[]string{"--to", "a", "--in", "1s", "-H", ":v"}, "want KEY:VALUE"},
+		{[]string{"--to", "a", "--in", "1s", "-H", "bad key:v"}, "invalid header name"},
+		{[]string{"--to", "a", "--in", "1s", "-H", "tock-delay: 5s"}, "with --at or --in"},
+		{[]string{"--to", "a", "--in", "1s", "-H", "Tock-Deliver-At:0"}, "with --at or --in"},
+		{[]string{"--to", "a", "--in", "1s", "--timeout", "x"}, "invalid duration"},
+	} {
+		_, err := parseSchedule(tc.args)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want a usage error with %q", tc.args, err, tc.want)
+		}
+		// The same through the command line: status 2, the reason and the synopsis.
+		code, out, errs := runCLI(t, "", append([]string{"schedule"}, tc.args...)...)
+		if code != 2 || out != "" || !strings.Contains(errs, tc.want) || !strings.Contains(errs, "usage: tock schedule --to SUBJECT") {
+			t.Errorf("tock schedule %q: code %d, stdout %q, stderr %q", tc.args, code, out, errs)
+		}
+	}
+}
+
+func TestParseIDAndWatchErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"cancel"},
+		{"cancel", "a", "b"},
+		{"cancel", "not-an-id"},
+		{"get", "tock.>"},
+		{"get", "--timeout", "-"},
+		{"watch"},
+		{"watch", "a", "b"},
+		{"watch", "--count", "-1", "a"},
+		{"watch", "--for", "never", "a"},
+	} {
+		code, out, errs := runCLI(t, "", args...)
+		if code != 2 || out != "" || !strings.Contains(errs, "usage: tock "+args[0]) {
+			t.Errorf("%q: code %d, stdout %q, stderr %q", args, code, out, errs)
+		}
+	}
+}
+
+func TestParseServe(t *testing.T) {
+	o, err := parseServe(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := service.Config{
+		DataDir:    service.DefaultDataDir,
+		Listen:     service.DefaultListen,
+		MaxDelay:   service.DefaultMaxDelay,
+		MaxPayload: service.DefaultMaxPayload,
+		Retention:  service.DefaultRetention,
+		SlotWidth:  service.DefaultSlotWidth,
+		Horizon:    service.DefaultHorizon,
+	}
+	if diff := cmp.Diff(want, o.cfg); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+	if o.cfg.MaxDelay != 8760*time.Hour || o.cfg.MaxPayload != 524288 || o.cfg.Retention != 72*time.Hour ||
+		o.cfg.SlotWidth != time.Minute || o.cfg.Horizon != 10*time.Second {
+		t.Errorf("defaults differ from the documented ones: %+v", o.cfg)
+	}
+	if o.logLevel != slog.LevelInfo || o.logFormat != "text" || o.pprofAddr != "" || o.shutdownTimeout != 10*time.Second {
+		t.Errorf("defaults: %+v", o)
+	}
+
+	o, err = parseServe([]string{
+		"--data", "/var/lib/tock", "--nats-listen", "0.0.0.0:-1", "--max-delay", "30d",
+		"--max-payload", "1MiB", "--retention", "1d12h", "--slot-width", "30s", "--horizon", "2s",
+		"--log-level", "debug", "--log-format", "json", "--pprof", "127.0.0.1:6060", "--shutdown-timeout", "3s",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = service.Config{
+		DataDir: "/var/lib/tock", Listen: "0.0.0.0:-1", MaxDelay: 30 * 24 * time.Hour, MaxPayload: 1 << 20,
+		Retention: 36 * time.Hour, SlotWidth: 30 * time.Second, Horizon: 2 * time.Second,
+	}
+	if diff := cmp.Diff(want, o.cfg); diff != "" {
+		t.Errorf("flags (-want +got):\n%s", diff)
+	}
+	if o.logLevel != slog.LevelDebug || o.logFormat != "json" || o.pprofAddr != "127.0.0.1:6060" || o.shutdownTimeout != 3*time.Second {
+		t.Errorf("flags: %+v", o)
+	}
+
+	o, err = parseServe([]string{"--nats-url", "nats://nats:4222", "--max-payload=512kB", "--log-level=WARN"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.NATSURL != "nats://nats:4222" || o.cfg.MaxPayload != 512000 || o.logLevel != slog.LevelWarn {
+		t.Errorf("got %+v", o)
+	}
+	if !o.set["nats-url"] || o.set["data"] {
+		t.Errorf("set = %v", o.set)
+	}
+}
+
+func TestParseServeErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-delay", "0"}, "--max-delay must be positive"},
+		{[]string{"--max-delay", "-1d"}, "--max-delay must be positive"},
+		{[]string{"--retention", "1y"}, "invalid duration"},
+		{[]string{"--slot-width", "0s"}, "--slot-width must be positive"},
+		{[]string{"--horizon", "-1s"}, "--horizon must be positive"},
+		{[]string{"--max-payload", "0"}, "--max-payload must be positive"},
+		{[]string{"--max-payload", "big"}, "invalid size"},
+		{[]string{"--log-level", "loud"}, "log-level"},
+		{[]string{"--log-format", "xml"}, "want text or json"},
+		{[]string{"--nats-listen", "4222"}, "want host:port"},
+		{[]string{"--data", ""}, "--data must not be empty"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	} {
+		_, err := parseServe(tc.args)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want a usage error with %q", tc.args, err, tc.want)
+		}
+		code, _, errs := runCLI(t, "", append([]string{"serve"}, tc.args...)...)
+		if code != 2 || !strings.Contains(errs, tc.want) {
+			t.Errorf("tock serve %q: code %d, stderr %q", tc.args, code, errs)
+		}
+	}
+}

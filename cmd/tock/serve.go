@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/tockd/tock/service"
+)
+
+const defaultShutdownTimeout = 10 * time.Second
+
+type serveOpts struct {
+	cfg             service.Config
+	logLevel        slog.Level
+	logFormat       string
+	pprofAddr       string
+	shutdownTimeout time.Duration
+	set             map[string]bool // flags given on the command line
+}
+
+func serveFlags(o *serveOpts) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	c := &o.cfg
+	fs.StringVar(&c.DataDir, "data", service.DefaultDataDir, "`dir`ectory of the embedded server's JetStream store")
+	fs.StringVar(&c.Listen, "nats-listen", service.DefaultListen, "client address of the embedded NATS server, `host:port` (port -1: any free one)")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "use the JetStream-enabled NATS server at `URL` instead of embedding one")
+	fs.Var(newDurationValue(&c.MaxDelay, service.DefaultMaxDelay), "max-delay", "refuse messages due further ahead than this `duration`")
+	fs.Var(newBytesValue(&c.MaxPayload, service.DefaultMaxPayload), "max-payload", "refuse messages whose body plus headers exceed this `size`")
+	fs.Var(newDurationValue(&c.Retention, service.DefaultRetention), "retention", "keep delivered and cancelled messages queryable for this `duration`")
+	fs.Var(newDurationValue(&c.SlotWidth, service.DefaultSlotWidth), "slot-width", "one slot actor owns this `duration` of deliver times")
+	fs.Var(newDurationValue(&c.Horizon, service.DefaultHorizon), "horizon", "load a slot this `duration` before it starts")
+	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on `host:port` under /debug/pprof/")
+	fs.Var(newDurationValue(&o.shutdownTimeout, defaultShutdownTimeout), "shutdown-timeout", "give a graceful shutdown this `duration`")
+	return fs
+}
+
+func parseServe(args []string) (*serveOpts, error) {
+	o := new(serveOpts)
+	fs := serveFlags(o)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > 0 {
+		return nil, usagef("unexpected argument %q", pos[0])
+	}
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
+	c := &o.cfg
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"max-delay", c.MaxDelay}, {"retention", c.Retention}, {"slot-width", c.SlotWidth},
+		{"horizon", c.Horizon}, {"shutdown-timeout", o.shutdownTimeout},
+	} {
+		if d.v <= 0 {
+			return nil, usagef("--%s must be positive", d.name)
+		}
+	}
+	if c.MaxPayload <= 0 {
+		return nil, usagef("--max-payload must be positive")
+	}
+	if c.NATSURL == "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return nil, usagef("--nats-listen %q: want host:port", c.Listen)
+		}
+		if c.DataDir == "" {
+			return nil, usagef("--data must not be empty")
+		}
+	}
+	switch o.logFormat {
+	case "text", "json":
+	default:
+		return nil, usagef("--log-format %q: want text or json", o.logFormat)
+	}
+	return o, nil
+}
+
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	ho := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
+}
+
+func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	c := lookup("serve")
+	o, err := parseServe(args)
+	if err != nil {
+		return failUsage(c, err, stdout, stderr)
+	}
+	log := newLogger(stderr, o.logFormat, o.logLevel)
+	slog.SetDefault(log)
+	o.cfg.Logger = log
+	if o.cfg.NATSURL != "" && (o.set["data"] || o.set["nats-listen"]) {
+		log.Warn("--data and --nats-listen are ignored with --nats-url")
+	}
+
+	if o.pprofAddr != "" {
+		stop, err := servePprof(o.pprofAddr, log)
+		if err != nil {
+			log.Error("pprof", "err", err)
+			return 1
+		}
+		defer stop()
+	}
+
+	cfg := o.cfg
+	attrs := []any{
+		"max_delay", formatDuration(cfg.MaxDelay), "max_payload", cfg.MaxPayload,
+		"retention", formatDuration(cfg.Retention), "slot_width", formatDuration(cfg.SlotWidth),
+		"horizon", formatDuration(cfg.Horizon),
+	}
+	if cfg.NATSURL != "" {
+		attrs = append(attrs, "nats_url", cfg.NATSURL)
+	} else {
+		attrs = append(attrs, "data", cfg.DataDir, "nats_listen", cfg.Listen)
+	}
+	log.Info("tock starting", attrs...)
+	svc, err := service.Start(ctx, cfg)
+	if err != nil {
+		log.Error("tock failed to start", "err", err)
+		return 1
+	}
+	log.Info("tock ready", "url", svc.ClientURL())
+
+	<-ctx.Done()
+	log.Info("tock shutting down", "timeout", formatDuration(o.shutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	if err := svc.Shutdown(sctx); err != nil {
+		log.Error("tock shutdown failed", "err", err)
+		return 1
+	}
+	log.Info("tock stopped")
+	return 0
+}
+
+// servePprof serves the net/http/pprof handlers on addr until stop is called.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pprof server", "err", err)
+		}
+	}()
+	log.Info("pprof listening", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { srv.Close() }, nil
+}

@@ -1,0 +1,296 @@
+package gateway
+
+import (
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tockd/tock/actors"
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
+)
+
+// Control headers of a schedule request. Exactly one must be set; neither
+// travels to the target. They are matched case-insensitively.
+const (
+	// HeaderDeliverAt is an absolute deliver time: RFC 3339 with optional
+	// fraction (2026-11-21T10:05:00.250Z, 2026-11-21T11:05:00+01:00) or
+	// an integer of Unix milliseconds (1795255500250).
+	HeaderDeliverAt = "Tock-Deliver-At"
+	// HeaderDelay is a delay from now as a Go duration (1500ms, 5m, 24h).
+	HeaderDelay = "Tock-Delay"
+)
+
+// Subjects of the NATS door.
+const (
+	PrefixSchedule = "tock.schedule." // + target
+	PrefixCancel   = "tock.cancel."   // + id
+	PrefixGet      = "tock.get."      // + id
+
+	SubjectSchedule = PrefixSchedule + ">"
+	SubjectCancel   = PrefixCancel + "*"
+	SubjectGet      = PrefixGet + "*"
+)
+
+const deliverAtForm = "RFC 3339 (e.g. 2026-11-21T10:05:00.250Z) or Unix milliseconds"
+
+// ParseDeliverAt reads a Tock-Deliver-At value into Unix milliseconds,
+// rounded up to a whole millisecond so a message is never early. Times in
+// the past are returned as is; times before the Unix epoch are refused.
+func ParseDeliverAt(v string) (int64, *Error) {
+	if v == "" {
+		return 0, errBadDeliverAt(v, "is empty: want "+deliverAtForm)
+	}
+	if isDigits(v) {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, errBadDeliverAt(v, "is out of range as Unix milliseconds")
+		}
+		return ms, nil
+	}
+	if v[0] == '-' && isDigits(v[1:]) {
+		return 0, errBadDeliverAt(v, "is before the Unix epoch")
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		why := "is not " + deliverAtForm
+		// Say which field is out of range; other messages of time.Parse
+		// echo the input, which the description already quotes.
+		if pe, ok := err.(*time.ParseError); ok && strings.HasSuffix(pe.Message, "out of range") {
+			why += " (" + strings.TrimPrefix(pe.Message, ": ") + ")"
+		}
+		return 0, errBadDeliverAt(v, why)
+	}
+	if t.Before(time.Unix(0, 0)) {
+		return 0, errBadDeliverAt(v, "is before the Unix epoch")
+	}
+	ms := t.UnixMilli() // floor: nanoseconds are never negative
+	if t.Nanosecond()%int(time.Millisecond) != 0 || subNanos(v) {
+		ms++
+	}
+	return ms, nil
+}
+
+// subNanos reports whether an RFC 3339 text that time.Parse accepted has
+// non-zero fraction digits past the ninth, which time.Parse drops: they
+// still make the time later than its whole millisecond.
+func subNanos(v string) bool {
+	const frac = len("2006-01-02T15:04:05") // time.Parse took a 4-digit year, so this is fixed
+	if len(v) <= frac || (v[frac] != '.' && v[frac] != ',') {
+		return false
+	}
+	for i := frac + 1 + 9; i < len(v) && v[i] >= '0' && v[i] <= '9'; i++ {
+		if v[i] != '0' {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseDelay reads a Tock-Delay value: a Go duration, not negative.
+func ParseDelay(v string) (time.Duration, *Error) {
+	if v == "" {
+		return 0, errBadDelay(v, "is empty: want a Go duration such as 1500ms, 5m or 24h")
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		switch msg := err.Error(); {
+		case strings.Contains(msg, "missing unit"):
+			return 0, errBadDelay(v, "has no unit: want a Go duration such as 1500ms, 5m or 24h")
+		case strings.Contains(msg, "unknown unit"):
+			return 0, errBadDelay(v, "has an unknown unit: want ns, us, ms, s, m or h")
+		}
+		return 0, errBadDelay(v, "is not a Go duration such as 1500ms, 5m or 24h, or is out of range")
+	}
+	if d < 0 {
+		return 0, errBadDelay(v, "is negative")
+	}
+	return d, nil
+}
+
+// ValidateTarget checks that target is a subject tock may publish to: one
+// or more non-empty tokens separated by dots, valid UTF-8, no wildcards,
+// no whitespace or control characters, not a $-prefixed system subject
+// and not under tock's own "tock." subjects.
+func ValidateTarget(target string) *Error {
+	if target == "" {
+		return errBadTarget(target, "target is empty")
+	}
+	if !utf8.ValidString(target) {
+		return errBadTarget(target, "not valid UTF-8")
+	}
+	for _, r := range target {
+		switch {
+		case r == '*' || r == '>':
+			return errBadTarget(target, "wildcards (* and >) are not allowed")
+		case unicode.IsSpace(r):
+			return errBadTarget(target, "whitespace is not allowed")
+		case unicode.IsControl(r):
+			return errBadTarget(target, "control characters are not allowed")
+		}
+	}
+	if strings.HasPrefix(target, ".") || strings.HasSuffix(target, ".") || strings.Contains(target, "..") {
+		return errBadTarget(target, "empty token")
+	}
+	if target[0] == '$' {
+		return errBadTarget(target, "$-prefixed system subjects are not allowed")
+	}
+	first, _, _ := strings.Cut(target, ".")
+	if first == "tock" {
+		return errBadTarget(target, "tock's own subjects (tock.>) are not allowed")
+	}
+	return nil
+}
+
+// ParseSchedule reads a NATS schedule request: subject is
+// tock.schedule.<target>, h the request headers, body the payload. now is
+// the current time. The result's Header holds every header but the two
+// control headers, and its Body aliases body.
+func ParseSchedule(subject string, h nats.Header, body []byte, now time.Time, cfg Config) (actors.ScheduleRequest, *Error) {
+	target, ok := strings.CutPrefix(subject, PrefixSchedule)
+	if !ok {
+		return actors.ScheduleRequest{}, errBadTarget(subject, "subject is not under "+PrefixSchedule)
+	}
+	return ParseScheduleTo(target, h, body, now, cfg)
+}
+
+// ParseScheduleTo is ParseSchedule for a door that carries the target by
+// itself; h may be a nats.Header or an http.Header. Checks run in this
+// order: target, headers, deliver time, size.
+func ParseScheduleTo(target string, h map[string][]string, body []byte, now time.Time, cfg Config) (actors.ScheduleRequest, *Error) {
+	if e := ValidateTarget(target); e != nil {
+		return actors.ScheduleRequest{}, e
+	}
+	var at, delay []string
+	var travel journal.Header
+	for k, vs := range h {
+		switch {
+		case strings.EqualFold(k, HeaderDeliverAt):
+			at = append(at, vs...)
+			continue
+		case strings.EqualFold(k, HeaderDelay):
+			delay = append(delay, vs...)
+			continue
+		}
+		if e := validateHeader(k, vs); e != nil {
+			return actors.ScheduleRequest{}, e
+		}
+		if len(vs) == 0 {
+			continue
+		}
+		if travel == nil {
+			travel = make(journal.Header, len(h))
+		}
+		travel[k] = append([]string(nil), vs...)
+	}
+
+	var deliverAt int64
+	switch {
+	case len(at) == 0 && len(delay) == 0:
+		return actors.ScheduleRequest{}, errMissingTime()
+	case len(at) > 0 && len(delay) > 0:
+		return actors.ScheduleRequest{}, errBothTimes()
+	case len(at) > 1:
+		return actors.ScheduleRequest{}, errRepeated(HeaderDeliverAt, len(at))
+	case len(delay) > 1:
+		return actors.ScheduleRequest{}, errRepeated(HeaderDelay, len(delay))
+	case len(at) == 1:
+		ms, e := ParseDeliverAt(at[0])
+		if e != nil {
+			return actors.ScheduleRequest{}, e
+		}
+		// A time within the last partial millisecond of the limit is
+		// fine: compare whole (rounded up) milliseconds.
+		if latest := CeilMillis(now.Add(cfg.MaxDelay)); ms > latest {
+			return actors.ScheduleRequest{}, errDeliverAtTooLate(at[0], latest, cfg.MaxDelay)
+		}
+		deliverAt = ms
+	default:
+		d, e := ParseDelay(delay[0])
+		if e != nil {
+			return actors.ScheduleRequest{}, e
+		}
+		if d > cfg.MaxDelay {
+			return actors.ScheduleRequest{}, errDelayTooLong(delay[0], cfg.MaxDelay)
+		}
+		deliverAt = CeilMillis(now.Add(d))
+	}
+
+	if hb := HeaderSize(travel); len(body)+hb > cfg.MaxPayload {
+		return actors.ScheduleRequest{}, errTooLarge(len(body), hb, cfg.MaxPayload)
+	}
+	return actors.ScheduleRequest{Target: target, DeliverAt: deliverAt, Header: travel, Body: body}, nil
+}
+
+// validateHeader refuses a header that cannot be published again as is.
+func validateHeader(k string, vs []string) *Error {
+	if k == "" {
+		return errBadHeader(k, "empty name")
+	}
+	if strings.ContainsAny(k, ":\r\n") {
+		return errBadHeader(k, "name holds ':', CR or LF")
+	}
+	for _, v := range vs {
+		if strings.ContainsAny(v, "\r\n") {
+			return errBadHeader(k, "value holds CR or LF")
+		}
+	}
+	return nil
+}
+
+// HeaderSize is the size of h in the NATS wire encoding
+// ("NATS/1.0\r\n", a "Key: value\r\n" line per value, "\r\n"), 0 for no
+// values. It is what MaxPayload counts besides the body.
+func HeaderSize(h map[string][]string) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return n + len("NATS/1.0\r\n") + len("\r\n")
+}
+
+// ParseID reads the id token of a cancel or get subject. A malformed id
+// names no message: the error is a 404.
+func ParseID(s string) (msgid.ID, *Error) {
+	id, err := msgid.Parse(s)
+	if err != nil {
+		return msgid.ID{}, NotFound(s)
+	}
+	return id, nil
+}
+
+// CeilMillis is t in Unix milliseconds, rounded up.
+func CeilMillis(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if t.Nanosecond()%int(time.Millisecond) != 0 {
+		ms++
+	}
+	return ms
+}
+
+// FormatMillis renders Unix milliseconds as RFC 3339 in UTC with exactly
+// three fraction digits: 2026-11-21T10:05:00.250Z.
+func FormatMillis(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

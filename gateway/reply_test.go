@@ -1,0 +1,154 @@
+package gateway
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/tockd/tock/actors/slot"
+	"github.com/tockd/tock/msgid"
+)
+
+var testID = msgid.New(ms("2026-11-21T10:05:00.250Z"), 42)
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestScheduleReply(t *testing.T) {
+	rec := slot.Record{ID: testID, Target: "orders.remind", DeliverAt: ms("2026-11-21T10:05:00.250Z"), State: slot.Pending}
+	tests := []struct {
+		name    string
+		res     slot.Result
+		want    string
+		wantErr *Error
+	}{
+		{
+			name: "ok",
+			res:  slot.Result{Status: slot.OK, Record: rec},
+			want: `{"id":"` + testID.String() + `","target":"orders.remind","deliver_at":"2026-11-21T10:05:00.250Z"}`,
+		},
+		{name: "unavailable", res: slot.Result{Status: slot.Unavailable}, wantErr: &Error{Code: 503, Description: "journal cannot take writes; retry"}},
+		{name: "not found makes no sense", res: slot.Result{Status: slot.NotFound}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered schedule with unexpected status 2"}},
+		{name: "zero status", res: slot.Result{}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered schedule with unexpected status 0"}},
+		{name: "ok without id", res: slot.Result{Status: slot.OK}, wantErr: &Error{Code: 500, Description: "internal error: scheduler accepted a message without an id"}},
+	}
+	for _, tt := range tests {
+		got, gotErr := ScheduleReply(tt.res)
+		if diff := cmp.Diff(tt.wantErr, gotErr); diff != "" {
+			t.Errorf("%s: error (-want +got):\n%s", tt.name, diff)
+			continue
+		}
+		if gotErr == nil {
+			if got := jsonOf(t, got); got != tt.want {
+				t.Errorf("%s: got %s\nwant %s", tt.name, got, tt.want)
+			}
+		}
+	}
+}
+
+func TestCancelReply(t *testing.T) {
+	id := testID.String()
+	tests := []struct {
+		name    string
+		res     slot.Result
+		want    string
+		wantErr *Error
+	}{
+		{name: "ok", res: slot.Result{Status: slot.OK}, want: `{"id":"` + id + `","state":"cancelled"}`},
+		{name: "not found", res: slot.Result{Status: slot.NotFound}, wantErr: &Error{Code: 404, Description: `no message with id "` + id + `"`}},
+		{
+			name:    "conflict delivered",
+			res:     slot.Result{Status: slot.Conflict, Record: slot.Record{ID: testID, State: slot.Delivered}},
+			wantErr: &Error{Code: 409, Description: `message "` + id + `" is delivered; only a pending message can be cancelled`, State: "delivered"},
+		},
+		{
+			name:    "conflict delivering",
+			res:     slot.Result{Status: slot.Conflict, Record: slot.Record{ID: testID, State: slot.Delivering}},
+			wantErr: &Error{Code: 409, Description: `message "` + id + `" is delivering; only a pending message can be cancelled`, State: "delivering"},
+		},
+		{
+			name:    "conflict without a state",
+			res:     slot.Result{Status: slot.Conflict},
+			wantErr: &Error{Code: 500, Description: "internal error: scheduler reported a conflict in state 0"},
+		},
+		{name: "unavailable", res: slot.Result{Status: slot.Unavailable}, wantErr: &Error{Code: 503, Description: "journal cannot take writes; retry"}},
+		{name: "unexpected", res: slot.Result{Status: 9}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered cancel with unexpected status 9"}},
+	}
+	for _, tt := range tests {
+		got, gotErr := CancelReply(testID, tt.res)
+		if diff := cmp.Diff(tt.wantErr, gotErr); diff != "" {
+			t.Errorf("%s: error (-want +got):\n%s", tt.name, diff)
+			continue
+		}
+		if gotErr == nil {
+			if got := jsonOf(t, got); got != tt.want {
+				t.Errorf("%s: got %s\nwant %s", tt.name, got, tt.want)
+			}
+		}
+	}
+}
+
+func TestGetReply(t *testing.T) {
+	id := testID.String()
+	rec := func(st slot.State, done int64) slot.Record {
+		return slot.Record{ID: testID, Target: "a.b", DeliverAt: ms("2026-11-21T10:05:00.250Z"), State: st, DoneAt: done}
+	}
+	head := `{"id":"` + id + `","target":"a.b","deliver_at":"2026-11-21T10:05:00.250Z",`
+	tests := []struct {
+		name    string
+		res     slot.Result
+		want    string
+		wantErr *Error
+	}{
+		{name: "pending", res: slot.Result{Status: slot.OK, Record: rec(slot.Pending, 0)}, want: head + `"state":"pending"}`},
+		{name: "delivering", res: slot.Result{Status: slot.OK, Record: rec(slot.Delivering, 0)}, want: head + `"state":"delivering"}`},
+		{
+			name: "delivered",
+			res:  slot.Result{Status: slot.OK, Record: rec(slot.Delivered, ms("2026-11-21T10:05:00.263Z"))},
+			want: head + `"state":"delivered","delivered_at":"2026-11-21T10:05:00.263Z"}`,
+		},
+		{
+			name: "cancelled",
+			res:  slot.Result{Status: slot.OK, Record: rec(slot.Cancelled, ms("2026-11-21T10:01:02.003Z"))},
+			want: head + `"state":"cancelled","cancelled_at":"2026-11-21T10:01:02.003Z"}`,
+		},
+		{name: "not found", res: slot.Result{Status: slot.NotFound}, wantErr: &Error{Code: 404, Description: `no message with id "` + id + `"`}},
+		{name: "unavailable", res: slot.Result{Status: slot.Unavailable}, wantErr: &Error{Code: 503, Description: "journal cannot take writes; retry"}},
+		{name: "conflict makes no sense", res: slot.Result{Status: slot.Conflict}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered get with unexpected status 3"}},
+		{name: "unknown state", res: slot.Result{Status: slot.OK, Record: rec(7, 0)}, wantErr: &Error{Code: 500, Description: "internal error: scheduler reported state 7"}},
+	}
+	for _, tt := range tests {
+		got, gotErr := GetReply(testID, tt.res)
+		if diff := cmp.Diff(tt.wantErr, gotErr); diff != "" {
+			t.Errorf("%s: error (-want +got):\n%s", tt.name, diff)
+			continue
+		}
+		if gotErr == nil {
+			if got := jsonOf(t, got); got != tt.want {
+				t.Errorf("%s: got %s\nwant %s", tt.name, got, tt.want)
+			}
+		}
+	}
+}
+
+func TestErrorBody(t *testing.T) {
+	for _, tt := range []struct {
+		e    *Error
+		want string
+	}{
+		{&Error{Code: 400, Description: `bad "x"`}, `{"error":{"code":400,"description":"bad \"x\""}}`},
+		{Conflict("abc", slot.Cancelled), `{"error":{"code":409,"description":"message \"abc\" is cancelled; only a pending message can be cancelled"},"state":"cancelled"}`},
+		{Internal("a\r\nb"), `{"error":{"code":500,"description":"internal error: a  b"}}`},
+	} {
+		if got := string(ErrorBody(tt.e)); got != tt.want {
+			t.Errorf("ErrorBody(%+v) = %s\nwant %s", tt.e, got, tt.want)
+		}
+	}
+}
