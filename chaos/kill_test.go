@@ -181,7 +181,7 @@ func (l *load) fail() {
 // cancelled message arrived, no acknowledged cancel was delivered, and
 // nothing arrived before its deliver time.
 func TestKillNineUnderLoad(t *testing.T) {
-	kills := 5
+	kills := 20
 	if s := os.Getenv("TOCK_CHAOS_KILLS"); s != "" {
 		kills, _ = strconv.Atoi(s)
 	}
