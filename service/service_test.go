@@ -426,3 +426,33 @@ func TestManyConcurrentSchedules(t *testing.T) {
 		t.Errorf("acknowledged vs delivered (-want +got):\n%s", diff)
 	}
 }
+
+// A stream target that refuses the publish (full, discard new) gets it
+// again with back-off until it takes it; only then is it delivered.
+func TestDeliveryRetriesUntilTheStreamAcks(t *testing.T) {
+	h := start(t, Config{})
+	ctx := context.Background()
+	s, err := h.js.CreateStream(ctx, jetstream.StreamConfig{Name: "FULL", Subjects: []string{"full.>"}, MaxMsgs: 1, Discard: jetstream.DiscardNew})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.js.Publish(ctx, "full.filler", nil); err != nil {
+		t.Fatal(err)
+	}
+	r := h.schedule("full.x", delay(0), "must arrive")
+	time.Sleep(300 * time.Millisecond) // several refused attempts
+	if g := h.request("tock.get."+r.ID, nil, nil); g.State != "delivering" {
+		t.Fatalf("while the stream is full: %+v, want delivering", g)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, h, r.ID, "delivered")
+	m, err := s.GetLastMsgForSubject(ctx, "full.x")
+	if err != nil {
+		t.Fatalf("not in the stream after the retry: %v", err)
+	}
+	if m.Header.Get("Tock-Id") != r.ID || string(m.Data) != "must arrive" {
+		t.Errorf("stored %q %v", m.Data, m.Header)
+	}
+}
