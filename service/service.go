@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -32,6 +33,7 @@ const Version = "0.1.0"
 type Service struct {
 	cfg       Config
 	log       *slog.Logger
+	lock      *os.File       // flock on the data directory, embedded server only
 	ns        *server.Server // nil with an external server
 	nc        *nats.Conn
 	journal   *journal.NATS
@@ -51,6 +53,9 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	}()
 	url := cfg.NATSURL
 	if url == "" {
+		if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 		if s.ns, err = startServer(cfg); err != nil {
 			return nil, err
 		}
@@ -112,11 +117,23 @@ func startServer(cfg Config) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configure embedded NATS server: %w", err)
 	}
-	ns.SetLoggerV2(natsLogger{cfg.Logger.With("part", "nats")}, false, false, false)
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(natsLogger{log: cfg.Logger.With("part", "nats"), fatal: fatal}, false, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("embedded NATS server on %s did not become ready", cfg.Listen)
+	// Poll readiness so a fatal start error (say, the port is taken) ends
+	// the wait at once instead of after the deadline.
+	deadline := time.Now().Add(30 * time.Second)
+	for !ns.ReadyForConnections(50 * time.Millisecond) {
+		select {
+		case msg := <-fatal:
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded NATS server on %s: %s", cfg.Listen, msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded NATS server on %s did not become ready", cfg.Listen)
+		}
 	}
 	return ns, nil
 }
@@ -163,15 +180,29 @@ func (s *Service) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("embedded NATS shutdown: %w", ctx.Err()))
 		}
 	}
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+	}
 	return errors.Join(errs...)
 }
 
-// natsLogger routes the embedded server's log to slog.
-type natsLogger struct{ log *slog.Logger }
+// natsLogger routes the embedded server's log to slog, and its fatal
+// errors to startServer as well.
+type natsLogger struct {
+	log   *slog.Logger
+	fatal chan<- string
+}
 
 func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
+func (l natsLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }

@@ -3,7 +3,9 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"testing"
@@ -454,5 +456,29 @@ func TestDeliveryRetriesUntilTheStreamAcks(t *testing.T) {
 	}
 	if m.Header.Get("Tock-Id") != r.ID || string(m.Data) != "must arrive" {
 		t.Errorf("stored %q %v", m.Data, m.Header)
+	}
+}
+
+func TestSecondInstanceOnTheSameDataDirIsRefused(t *testing.T) {
+	h := start(t, Config{})
+	_, err := Start(context.Background(), Config{DataDir: h.cfg.DataDir, Listen: "127.0.0.1:-1"})
+	if !errors.Is(err, ErrDataDirInUse) {
+		t.Fatalf("second start on %s: %v, want ErrDataDirInUse", h.cfg.DataDir, err)
+	}
+}
+
+func TestBusyPortFailsAtOnce(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	began := time.Now()
+	_, err = Start(context.Background(), Config{DataDir: t.TempDir(), Listen: l.Addr().String()})
+	if err == nil {
+		t.Fatal("started on a busy port")
+	}
+	if waited := time.Since(began); waited > 10*time.Second {
+		t.Errorf("took %v to notice the busy port: %v", waited, err)
 	}
 }
