@@ -110,12 +110,21 @@ func errBadDelay(v, why string) *Error {
 }
 
 func errDelayTooLong(v string, limit time.Duration) *Error {
-	return badRequest("%s %s is beyond the maximum delay of %s", HeaderDelay, quote(v), limit)
+	return badRequest("%s %s is beyond the maximum delay of %s", HeaderDelay, quote(v), humanDuration(limit))
+}
+
+// humanDuration writes whole days as days: 365d reads better than 8760h0m0s.
+func humanDuration(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d > 0 && d%day == 0 {
+		return fmt.Sprintf("%dd", d/day)
+	}
+	return d.String()
 }
 
 func errDeliverAtTooLate(v string, latest int64, limit time.Duration) *Error {
 	return badRequest("%s %s is beyond the maximum delay of %s from now (latest %s)",
-		HeaderDeliverAt, quote(v), limit, FormatMillis(latest))
+		HeaderDeliverAt, quote(v), humanDuration(limit), FormatMillis(latest))
 }
 
 func errBadTarget(target, why string) *Error {

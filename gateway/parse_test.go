@@ -400,19 +400,19 @@ func TestParseSchedule(t *testing.T) {
 			name:    "deliver at beyond MaxDelay",
 			subject: "tock.schedule.a",
 			header:  at("2026-11-22T10:00:00.002Z"),
-			wantErr: bad(`Tock-Deliver-At "2026-11-22T10:00:00.002Z" is beyond the maximum delay of 24h0m0s from now (latest 2026-11-22T10:00:00.001Z)`),
+			wantErr: bad(`Tock-Deliver-At "2026-11-22T10:00:00.002Z" is beyond the maximum delay of 1d from now (latest 2026-11-22T10:00:00.001Z)`),
 		},
 		{
 			name:    "deliver at far beyond MaxDelay",
 			subject: "tock.schedule.a",
 			header:  at("9223372036854775807"),
-			wantErr: bad(`Tock-Deliver-At "9223372036854775807" is beyond the maximum delay of 24h0m0s from now (latest 2026-11-22T10:00:00.001Z)`),
+			wantErr: bad(`Tock-Deliver-At "9223372036854775807" is beyond the maximum delay of 1d from now (latest 2026-11-22T10:00:00.001Z)`),
 		},
 		{
 			name:    "delay beyond MaxDelay",
 			subject: "tock.schedule.a",
 			header:  delay("24h0m0.000000001s"),
-			wantErr: bad(`Tock-Delay "24h0m0.000000001s" is beyond the maximum delay of 24h0m0s`),
+			wantErr: bad(`Tock-Delay "24h0m0.000000001s" is beyond the maximum delay of 1d`),
 		},
 		{
 			name:    "body over MaxPayload",

@@ -142,7 +142,7 @@ type scheduleOpts struct {
 func scheduleFlags(o *scheduleOpts) *flag.FlagSet {
 	fs := flag.NewFlagSet("schedule", flag.ContinueOnError)
 	fs.StringVar(&o.to, "to", "", "deliver to this NATS `subject` (required)")
-	fs.StringVar(&o.at, "at", "", "deliver at this `time`: RFC 3339 or Unix milliseconds")
+	fs.StringVar(&o.at, "at", "", "deliver at this `time`: RFC 3339 or Unix milliseconds; a past time means now (the reply's deliver_at says when)")
 	fs.StringVar(&o.in, "in", "", "deliver after this `duration`: 90s, 15m, 36h, 7d")
 	fs.Var(&o.headers, "H", "add header `KEY:VALUE` to the message (repeatable)")
 	fs.Var(&o.headers, "header", "same as -H `KEY:VALUE`")
@@ -237,6 +237,9 @@ func parseSchedule(args []string) (*scheduleRequest, error) {
 		d, err := parseDuration(o.in)
 		if err != nil {
 			return nil, usagef("--in: %v", err)
+		}
+		if d < 0 {
+			return nil, usagef("--in %s is negative; use --at for a time in the past", o.in)
 		}
 		m.Header.Set(hdrDelay, d.String())
 	}

@@ -203,9 +203,9 @@ func TestErrorReplies(t *testing.T) {
 		reply string
 		want  string
 	}{
-		{"schedule 400", runSchedule, []string{"--to", "x", "--in", "-1s"},
-			`{"error":{"code":400,"description":"Tock-Delay must not be negative"}}`,
-			"error 400: Tock-Delay must not be negative\n"},
+		{"schedule 400", runSchedule, []string{"--to", "x", "--in", "400d"},
+			`{"error":{"code":400,"description":"Tock-Delay \"9600h0m0s\" is beyond the maximum delay of 365d"}}`,
+			"error 400: Tock-Delay \"9600h0m0s\" is beyond the maximum delay of 365d\n"},
 		{"schedule 413", runSchedule, []string{"--to", "x", "--in", "1s", "big"},
 			`{"error":{"code":413,"description":"payload too large"}}`,
 			"error 413: payload too large\n"},
