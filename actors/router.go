@@ -157,6 +157,13 @@ func (r *router) coldDone(ctx actor.Context, m *coldDone) {
 	if m.err != nil {
 		r.env.log.Warn("journal append failed", "slot", m.index, "err", m.err)
 		r.env.stats.appendErrors.Add(1)
+		// The record may be stored all the same (a lost acknowledgement).
+		// If the horizon passed the slot meanwhile and it left memory, it
+		// may have loaded before the record was written: load it again, so
+		// a stored message still fires on time (an empty slot leaves again).
+		if r.active[m.index] == nil && m.index <= r.horizon {
+			r.activate(ctx, m.index)
+		}
 		m.reply(slot.Result{Status: slot.Unavailable, Record: rec})
 		return
 	}
@@ -203,12 +210,11 @@ func (r *router) activate(ctx actor.Context, idx int64) *slotRef {
 		return ref
 	}
 	props := r.props(idx, idx <= r.horizon)
-	pid, err := ctx.SpawnNamed(props, "slot-"+strconv.FormatInt(idx, 10))
-	if err != nil {
-		// The name is taken only while a passivated actor of this slot is
-		// still stopping; spawn unnamed rather than wait for it.
-		pid = ctx.Spawn(props)
-	}
+	// A name of its own for every activation: a passivated actor of this
+	// slot may still be stopping, and its late messages (a passivation
+	// request above all) must never be taken for the new actor's, which
+	// they would be if it reused the name and so the pid.
+	pid := ctx.SpawnPrefix(props, "slot-"+strconv.FormatInt(idx, 10)+"-")
 	ref := &slotRef{pid: pid}
 	r.active[idx] = ref
 	return ref

@@ -110,7 +110,8 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Scheduler, error) {
 		if deps.Dispatcher != nil {
 			opts = append(opts, actor.WithDispatcher(deps.Dispatcher))
 		}
-		return actor.PropsFromProducer(func() actor.Actor { return newSlotActor(e, idx, pinned) }, opts...)
+		handled := new(uint64) // one count per activation, kept across restarts
+		return actor.PropsFromProducer(func() actor.Actor { return newSlotActor(e, idx, pinned, handled) }, opts...)
 	}
 	opts := []actor.PropsOption{actor.WithSupervisor(slotSupervisor)}
 	if deps.Dispatcher != nil {

@@ -22,7 +22,9 @@ type (
 		seq uint64
 		err error
 	}
-	tick      struct{}
+	// tick wakes the slot. at is the deadline of the timer that sent it; 0
+	// for a tick queued to run at once.
+	tick      struct{ at int64 }
 	published struct{ in slot.Published }
 )
 
@@ -45,14 +47,17 @@ type slotActor struct {
 	timerAt   int64
 	tickQueue bool // a tick message is already in the mailbox
 
-	handled  uint64 // commands processed, for the passivation handshake
-	asked    bool   // passivation asked for since the last command
-	pinned   bool   // inside the activation horizon: stays until finished
-	resident int    // entries counted in env stats
+	// handled counts the commands this pid has processed, for the
+	// passivation handshake. It is shared by the actor instances the
+	// supervisor creates on restarts, since the router counts per pid.
+	handled  *uint64
+	asked    bool // passivation asked for since the last command
+	pinned   bool // inside the activation horizon: stays until finished
+	resident int  // entries counted in env stats
 }
 
-func newSlotActor(e *env, index int64, pinned bool) actor.Actor {
-	return &slotActor{env: e, index: index, pinned: pinned}
+func newSlotActor(e *env, index int64, pinned bool, handled *uint64) actor.Actor {
+	return &slotActor{env: e, index: index, pinned: pinned, handled: handled}
 }
 
 func (a *slotActor) Receive(ctx actor.Context) {
@@ -66,13 +71,19 @@ func (a *slotActor) Receive(ctx actor.Context) {
 		a.count(0)
 		return
 	case *command:
-		a.handled++
+		*a.handled++
 		a.asked = false
 		a.step(m.in)
 	case *appended:
 		a.onAppended(m)
 	case *tick:
 		a.tickQueue = false
+		if m.at != 0 && m.at == a.timerAt {
+			// The timer fired: none is armed any more, even if the clock
+			// now reads before its deadline (a wall clock stepped back);
+			// step arms a new one.
+			a.timer, a.timerAt = nil, 0
+		}
 		a.step(slot.Tick{})
 	case *published:
 		a.step(m.in)
@@ -204,7 +215,7 @@ func (a *slotActor) arm(at, now int64) {
 	a.disarm()
 	self, root := a.self, a.env.system.Root
 	d := time.UnixMilli(at).Sub(a.env.clock.Now())
-	a.timer, a.timerAt = a.env.clock.AfterFunc(d, func() { root.Send(self, &tick{}) }), at
+	a.timer, a.timerAt = a.env.clock.AfterFunc(d, func() { root.Send(self, &tick{at: at}) }), at
 }
 
 func (a *slotActor) disarm() {
@@ -226,7 +237,7 @@ func (a *slotActor) maybePassivate(ctx actor.Context) {
 		return
 	}
 	a.asked = true
-	req := &passivate{index: a.index, pid: a.self, handled: a.handled, done: done}
+	req := &passivate{index: a.index, pid: a.self, handled: *a.handled, done: done}
 	if a.core.Done() && a.core.Len() > 0 {
 		req.closedSeq, req.closedAt = a.lastSeq, a.core.ClosedAt()
 	}
