@@ -153,9 +153,14 @@ func (r *router) recover(ctx context.Context) error {
 			r.initial = append(r.initial, idx)
 		}
 	}
-	// Stamps of new ids must exceed those of ids accepted before a restart
-	// even if the wall clock stepped back a little: they follow wall time.
-	r.stamper.Next(now)
+	// Stamps of new ids must exceed those of ids accepted before the
+	// restart, even if the wall clock stepped back meanwhile: start above
+	// the newest stored event.
+	newest, err := r.env.journal.Newest(ctx)
+	if err != nil {
+		return fmt.Errorf("read the journal's newest time: %w", err)
+	}
+	r.stamper.Next(max(now, newest+1))
 	return nil
 }
 
@@ -195,10 +200,22 @@ func (s *Scheduler) Stats(timeout time.Duration) (Stats, error) {
 	return res.(Stats), nil
 }
 
-// Stop stops every actor. Commands still in flight get no reply; nothing
-// acknowledged is affected, since acknowledgements follow durability.
+// Stop stops every actor, waiting at most timeout (on the scheduler's
+// clock) for the router and its slots to finish what they are processing.
+// Commands still in flight get no reply; nothing acknowledged is affected,
+// since acknowledgements follow durability.
 func (s *Scheduler) Stop(timeout time.Duration) error {
-	err := s.system.Root.PoisonFuture(s.router).Wait()
+	done := make(chan error, 1)
+	go func() { done <- s.system.Root.PoisonFuture(s.router).Wait() }()
+	expired := make(chan struct{})
+	t := s.env.clock.AfterFunc(timeout, func() { close(expired) })
+	defer t.Stop()
+	var err error
+	select {
+	case err = <-done:
+	case <-expired:
+		err = fmt.Errorf("actors still running after %v", timeout)
+	}
 	s.system.Shutdown()
 	if err != nil {
 		return fmt.Errorf("stop router: %w", err)

@@ -403,3 +403,22 @@ func TestRetention(t *testing.T) {
 		t.Errorf("get after purge (-want +got):\n%s", diff)
 	}
 }
+
+// Ids must not repeat across a restart, even when the clock reads the same
+// (or an earlier) time as before it: a repeated id would make the slot
+// answer with the old message's record and drop the new one.
+func TestIdsDoNotRepeatAfterRestart(t *testing.T) {
+	h := newHarness(t, defaultConfig())
+	h.start()
+	due := ms(time.Hour)
+	first := h.mustSchedule("a", due)
+	h.stop()
+	h.start() // the manual clock has not moved
+	second := h.mustSchedule("b", due)
+	if first.ID == second.ID {
+		t.Fatalf("restart reissued id %s", first.ID)
+	}
+	if got := h.get(second.ID); got.Status != slot.OK || got.Record.Target != "b" {
+		t.Errorf("get second = %+v, want target b", got)
+	}
+}

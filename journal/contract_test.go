@@ -49,6 +49,29 @@ func runContract(t *testing.T, newJournal func(t *testing.T) Journal) {
 	t.Run("CloseFlushes", func(t *testing.T) { testCloseFlushes(t, newJournal(t)) })
 	t.Run("PayloadRoundTrip", func(t *testing.T) { testPayloadRoundTrip(t, newJournal(t)) })
 	t.Run("InvalidEvent", func(t *testing.T) { testInvalidEvent(t, newJournal(t)) })
+	t.Run("Newest", func(t *testing.T) { testNewest(t, newJournal(t)) })
+}
+
+// testNewest: Newest bounds the At of every stored event, and a purge does
+// not lower it (ids issued after a restart are floored there).
+func testNewest(t *testing.T, j Journal) {
+	ctx := context.Background()
+	if n, err := j.Newest(ctx); err != nil || n != 0 {
+		t.Fatalf("newest of an empty journal: %d, %v; want 0", n, err)
+	}
+	at := time.Now().UnixMilli() - 50
+	ev := Event{Kind: Cancelled, ID: msgid.New(at, 1), At: at}
+	seq := appendWait(t, j, 3, []Event{ev})
+	n, err := j.Newest(ctx)
+	if err != nil || n < at {
+		t.Fatalf("newest = %d, %v; want ≥ %d", n, err, at)
+	}
+	if err := j.PurgeUpTo(ctx, 3, seq); err != nil {
+		t.Fatal(err)
+	}
+	if after, err := j.Newest(ctx); err != nil || after < at {
+		t.Errorf("newest after purge = %d, %v; want ≥ %d", after, err, at)
+	}
 }
 
 // tracker collects done calls and checks each runs exactly once.

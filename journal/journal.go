@@ -81,6 +81,11 @@ type Journal interface {
 	Tail(ctx context.Context, slot int64) ([]Event, uint64, error)
 	// Slots lists the slots that have records, ascending.
 	Slots(ctx context.Context) ([]int64, error)
+	// Newest returns a time (Unix ms) no earlier than the At of any event
+	// ever stored, or 0 for an empty journal. Ids issued after a restart
+	// start above it, so they cannot repeat earlier ones even if the wall
+	// clock stepped back meanwhile.
+	Newest(ctx context.Context) (int64, error)
 	// PurgeUpTo removes slot's records with sequence ≤ seq; later records stay.
 	PurgeUpTo(ctx context.Context, slot int64, seq uint64) error
 	// Close waits for appends already called to finish (their done runs),

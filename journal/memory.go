@@ -25,6 +25,7 @@ type Memory struct {
 	Fail func(slot int64, events []Event) (store bool, err error)
 
 	mu     sync.Mutex
+	newest int64 // largest At ever stored
 	seq    uint64
 	slots  map[int64][]memRecord
 	closed bool
@@ -90,6 +91,9 @@ func (m *Memory) store(slot int64, events []Event) (uint64, error) {
 		m.seq++
 		seq = m.seq
 		m.slots[slot] = append(m.slots[slot], memRecord{seq: seq, events: cloneEvents(events)})
+		for _, ev := range events {
+			m.newest = max(m.newest, ev.At)
+		}
 	}
 	if err != nil {
 		return 0, fmt.Errorf("append slot %d: %w", slot, err)
@@ -136,6 +140,16 @@ func (m *Memory) Slots(ctx context.Context) ([]int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Sorted(maps.Keys(m.slots)), nil
+}
+
+// Newest is the largest At ever stored; purges do not lower it.
+func (m *Memory) Newest(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("newest: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.newest, nil
 }
 
 // PurgeUpTo drops slot's records with sequence ≤ seq.

@@ -465,6 +465,19 @@ func (n *NATS) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) {
 	return events, msg.Sequence, nil
 }
 
+// Newest is the server's time of the stream's last write: records are
+// stored after the events in them happened, on the same machine's clock.
+func (n *NATS) Newest(ctx context.Context) (int64, error) {
+	info, err := n.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("newest: %w", unavailable(err))
+	}
+	if info.State.LastTime.IsZero() {
+		return 0, nil
+	}
+	return info.State.LastTime.UnixMilli(), nil
+}
+
 // PurgeUpTo purges slot's records with sequence ≤ seq.
 func (n *NATS) PurgeUpTo(ctx context.Context, slot int64, seq uint64) error {
 	if seq == 0 {
