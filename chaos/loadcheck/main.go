@@ -33,6 +33,7 @@ type options struct {
 	spread, lead, grace  time.Duration
 	scheduleOnly         bool
 	size                 int
+	compare              bool
 }
 
 func main() {
@@ -47,6 +48,7 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 64, "requests in flight")
 	flag.DurationVar(&o.grace, "grace", 30*time.Second, "how long to wait for stragglers after the last deliver time")
 	flag.IntVar(&o.size, "size", 0, "body size in bytes (0: a short text)")
+	flag.BoolVar(&o.compare, "compare", false, "first publish the same messages to a plain JetStream stream, same requests in flight, and report tock's accept rate as a ratio of it")
 	flag.BoolVar(&o.scheduleOnly, "schedule-only", false, "schedule and exit without waiting for deliveries (e.g. to fill tock with far-future messages)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -109,6 +111,14 @@ func run(o options) error {
 	}
 	defer cc.Stop()
 
+	var refRate float64
+	if o.compare {
+		if refRate, err = reference(ctx, js, o); err != nil {
+			return fmt.Errorf("plain JetStream reference: %w", err)
+		}
+		fmt.Printf("plain JetStream: %d messages PubAck'd at %.0f/s (%d in flight)\n", n, refRate, o.workers)
+	}
+
 	start := time.Now()
 	first := start.Add(o.lead)
 	out := make([]sent, n)
@@ -145,7 +155,11 @@ func run(o options) error {
 			acked++
 		}
 	}
-	fmt.Printf("scheduled %d (failed %d) in %v: %.0f/s\n", acked, failed.Load(), accepted.Round(time.Millisecond), float64(acked)/accepted.Seconds())
+	rate := float64(acked) / accepted.Seconds()
+	fmt.Printf("scheduled %d (failed %d) in %v: %.0f/s\n", acked, failed.Load(), accepted.Round(time.Millisecond), rate)
+	if refRate > 0 {
+		fmt.Printf("tock accepts at %.2fx plain JetStream's rate\n", rate/refRate)
+	}
 	if o.scheduleOnly {
 		return nil
 	}
@@ -213,14 +227,57 @@ func report(out []sent, recv map[string][]time.Duration, early int) error {
 	return nil
 }
 
-func schedule(nc *nats.Conn, subject string, due time.Time, i, size int) (sent, error) {
-	body := []byte("message " + strconv.Itoa(i))
-	if size > 0 {
-		body = append(body, make([]byte, max(0, size-len(body)))...)[:size]
+// reference publishes n messages of the same size straight to a stream
+// of their own, o.workers at a time, each waiting for its PubAck: what
+// tock's accept path is measured against.
+func reference(ctx context.Context, js jetstream.JetStream, o options) (float64, error) {
+	name, subj := o.stream+"_REF", o.subject+"_ref"
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}})
+	if err != nil {
+		return 0, err
 	}
+	if err := s.Purge(ctx); err != nil {
+		return 0, err
+	}
+	defer js.DeleteStream(ctx, name)
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range o.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= o.n {
+					return
+				}
+				msg := &nats.Msg{Subject: subj, Header: nats.Header{"Tock-Deliver-At": {time.Now().UTC().Format(time.RFC3339Nano)}}, Data: body(i, o.size)}
+				if _, err := js.PublishMsg(ctx, msg); err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		return 0, fmt.Errorf("%d publishes failed", f)
+	}
+	return float64(o.n) / time.Since(start).Seconds(), nil
+}
+
+func body(i, size int) []byte {
+	b := []byte("message " + strconv.Itoa(i))
+	if size > 0 {
+		b = append(b, make([]byte, max(0, size-len(b)))...)[:size]
+	}
+	return b
+}
+
+func schedule(nc *nats.Conn, subject string, due time.Time, i, size int) (sent, error) {
 	msg := &nats.Msg{Subject: "tock.schedule." + subject,
 		Header: nats.Header{"Tock-Deliver-At": {due.UTC().Format(time.RFC3339Nano)}},
-		Data:   body}
+		Data:   body(i, size)}
 	res, err := nc.RequestMsg(msg, 5*time.Second)
 	if err != nil {
 		return sent{}, err
