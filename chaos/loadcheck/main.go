@@ -123,31 +123,18 @@ func run(o options) error {
 	first := start.Add(o.lead)
 	out := make([]sent, n)
 	var failed atomic.Int64
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range o.workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				due := first.Add(time.Duration(float64(spread) * float64(i) / float64(n)))
-				r, err := schedule(nc, subject, due, i, o.size)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				out[i] = r
-				if o.cancelEvery > 0 && i%o.cancelEvery == 0 && cancel(nc, r.id) {
-					out[i].cancelled = true
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(n, o.workers, func(i int) {
+		due := first.Add(time.Duration(float64(spread) * float64(i) / float64(n)))
+		r, err := schedule(nc, subject, due, i, o.size)
+		if err != nil {
+			failed.Add(1)
+			return
+		}
+		out[i] = r
+		if o.cancelEvery > 0 && i%o.cancelEvery == 0 && cancel(nc, r.id) {
+			out[i].cancelled = true
+		}
+	})
 	accepted := time.Since(start)
 	acked := 0
 	for _, s := range out {
@@ -240,30 +227,34 @@ func reference(ctx context.Context, js jetstream.JetStream, o options) (float64,
 		return 0, err
 	}
 	defer js.DeleteStream(ctx, name)
-	var next, failed atomic.Int64
-	var wg sync.WaitGroup
+	var failed atomic.Int64
 	start := time.Now()
-	for range o.workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= o.n {
-					return
-				}
-				msg := &nats.Msg{Subject: subj, Header: nats.Header{"Tock-Deliver-At": {time.Now().UTC().Format(time.RFC3339Nano)}}, Data: body(i, o.size)}
-				if _, err := js.PublishMsg(ctx, msg); err != nil {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(o.n, o.workers, func(i int) {
+		msg := &nats.Msg{Subject: subj, Header: nats.Header{"Tock-Deliver-At": {time.Now().UTC().Format(time.RFC3339Nano)}}, Data: body(i, o.size)}
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			failed.Add(1)
+		}
+	})
 	if f := failed.Load(); f > 0 {
 		return 0, fmt.Errorf("%d publishes failed", f)
 	}
 	return float64(o.n) / time.Since(start).Seconds(), nil
+}
+
+// parallel runs do(0..n-1) on workers goroutines and waits for them.
+func parallel(n, workers int, do func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				do(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func body(i, size int) []byte {
