@@ -3,6 +3,7 @@ package actors
 import (
 	"container/heap"
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -75,6 +76,7 @@ type router struct {
 	purges       purgeHeap
 	purgeTimer   clock.Timer
 	purging      bool
+	restarted    bool         // Started after a supervisor restart: recover again
 	initial      []int64      // slots to load at start: unfinished or near
 	initialPurge []purgeEntry // finished slots found at start
 	self         *actor.PID
@@ -84,8 +86,24 @@ type router struct {
 
 func (r *router) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
+	case *actor.Restarting:
+		// protoactor stops every child before restarting a parent, and the
+		// producer hands back this same struct: forget the dead children and
+		// plan again from the journal, exactly as at start.
+		r.stopTimers()
+		r.active = make(map[int64]*slotRef)
+		r.purges, r.purging = nil, false
+		r.restarted = true
 	case *actor.Started:
 		r.self = ctx.Self()
+		if r.restarted {
+			rctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
+			err := r.recover(rctx)
+			cancel()
+			if err != nil {
+				panic(fmt.Errorf("router restart: %w", err)) // the supervisor tries again
+			}
+		}
 		for _, idx := range r.initial {
 			r.activate(ctx, idx)
 		}

@@ -166,17 +166,24 @@ func (r *router) recover(ctx context.Context) error {
 
 // Schedule accepts a message; reply gets its record once it is durable.
 func (s *Scheduler) Schedule(req ScheduleRequest, reply func(slot.Result)) {
-	s.system.Root.Send(s.router, &scheduleCmd{req: req, reply: reply})
+	s.system.Root.Send(s.router, &scheduleCmd{req: req, reply: orDiscard(reply)})
 }
 
 // Cancel cancels a pending message.
 func (s *Scheduler) Cancel(id msgid.ID, reply func(slot.Result)) {
-	s.system.Root.Send(s.router, &lookupCmd{id: id, cancel: true, reply: reply})
+	s.system.Root.Send(s.router, &lookupCmd{id: id, cancel: true, reply: orDiscard(reply)})
 }
 
 // Get looks a message up.
 func (s *Scheduler) Get(id msgid.ID, reply func(slot.Result)) {
-	s.system.Root.Send(s.router, &lookupCmd{id: id, reply: reply})
+	s.system.Root.Send(s.router, &lookupCmd{id: id, reply: orDiscard(reply)})
+}
+
+func orDiscard(reply func(slot.Result)) func(slot.Result) {
+	if reply == nil {
+		return func(slot.Result) {}
+	}
+	return reply
 }
 
 // Stats is a snapshot of the scheduler's counters.
