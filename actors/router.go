@@ -308,12 +308,12 @@ func (r *router) purgeDue() {
 	}
 	r.purging = true
 	self, root, j := r.self, r.root, r.env.journal
-	go func() {
+	r.env.goFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 		defer cancel()
 		// Up to the Closed record only: anything appended later survives.
 		root.Send(self, &purgeDone{p: p, err: j.PurgeUpTo(ctx, p.index, p.seq)})
-	}()
+	})
 }
 
 func (r *router) stopTimers() {

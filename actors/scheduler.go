@@ -54,6 +54,13 @@ type Deps struct {
 	// Dispatcher, when set, runs every actor's mailbox (the simulator
 	// passes a deterministic one); nil means protoactor's default.
 	Dispatcher actor.Dispatcher
+	// Supervisor, when set, supervises the slot actors; nil means an
+	// exponential back-off (which waits in wall time: the simulator passes
+	// actor.NewRestartingStrategy()).
+	Supervisor actor.SupervisorStrategy
+	// Go, when set, runs the router's background journal work (purges);
+	// nil means a new goroutine. The simulator queues it.
+	Go func(func())
 }
 
 type env struct {
@@ -62,6 +69,7 @@ type env struct {
 	journal                                     journal.Journal
 	publisher                                   Publisher
 	clock                                       clock.Clock
+	goFunc                                      func(func())
 	log                                         *slog.Logger
 	system                                      *actor.ActorSystem
 	stats                                       stats
@@ -94,6 +102,10 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Scheduler, error) {
 		cfg: cfg, widthMs: cfg.SlotWidth.Milliseconds(), horizonMs: cfg.Horizon.Milliseconds(),
 		retentionMs: cfg.Retention.Milliseconds(), maxDelayMs: cfg.MaxDelay.Milliseconds(),
 		journal: deps.Journal, publisher: deps.Publisher, clock: deps.Clock, log: deps.Logger,
+		goFunc: deps.Go,
+	}
+	if e.goFunc == nil {
+		e.goFunc = func(f func()) { go f() }
 	}
 	r := &router{env: e, active: make(map[int64]*slotRef)}
 	if err := r.recover(ctx); err != nil {
@@ -104,7 +116,10 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Scheduler, error) {
 	}))
 	r.root = e.system.Root
 
-	slotSupervisor := actor.NewExponentialBackoffStrategy(time.Minute, 100*time.Millisecond)
+	slotSupervisor := deps.Supervisor
+	if slotSupervisor == nil {
+		slotSupervisor = actor.NewExponentialBackoffStrategy(time.Minute, 100*time.Millisecond)
+	}
 	r.props = func(idx int64, pinned bool) *actor.Props {
 		opts := []actor.PropsOption{}
 		if deps.Dispatcher != nil {
@@ -206,6 +221,10 @@ func (s *Scheduler) Stats(timeout time.Duration) (Stats, error) {
 	}
 	return res.(Stats), nil
 }
+
+// Resident is the number of entries the loaded slots hold now: a
+// lock-free read for callers that cannot wait on Stats (the simulator).
+func (s *Scheduler) Resident() int64 { return s.env.stats.resident.Load() }
 
 // Stop stops every actor, waiting at most timeout (on the scheduler's
 // clock) for the router and its slots to finish what they are processing.

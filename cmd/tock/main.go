@@ -5,6 +5,7 @@
 //	tock cancel   ID
 //	tock get      ID
 //	tock watch    SUBJECT                       print deliveries as they arrive
+//	tock sim      [--seed N] [--messages N] [--span D] [--faults on|off]  simulate
 //	tock version
 //	tock help     [VERB | all]
 //
@@ -101,6 +102,17 @@ func commands() []*command {
 				"messages have arrived or --for has passed.",
 			flags: func() *flag.FlagSet { return watchFlags(new(watchOpts)) },
 			run:   runWatch,
+		},
+		{
+			name:     "sim",
+			synopsis: "[--seed N] [--seeds N] [--messages N] [--span D] [--faults on|off] [--workload MIX]",
+			summary:  "run the deterministic simulator: real actors, virtual time, seeded faults",
+			detail: "Runs the scheduler's actors over an in-memory journal and publisher in virtual\n" +
+				"time, drives a seeded workload and seeded faults through them and checks the\n" +
+				"invariants on every step. The same seed replays the same run; a violation\n" +
+				"prints the seed, the invariant, the message's history and how to rerun.",
+			flags: func() *flag.FlagSet { return simFlags(new(simOpts)) },
+			run:   runSim,
 		},
 		{
 			name:     "version",

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tockd/tock/sim"
+)
+
+type simOpts struct {
+	seed, seeds        uint64
+	messages           int
+	span               time.Duration
+	faults             string
+	workload           string
+	slotWidth, horizon time.Duration
+	retention          time.Duration
+}
+
+func simFlags(o *simOpts) *flag.FlagSet {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.Uint64Var(&o.seed, "seed", 1, "the `seed`: the same seed replays the same run, byte for byte")
+	fs.Uint64Var(&o.seeds, "seeds", 1, "run `N` seeds, from --seed on; stops at the first violation")
+	fs.IntVar(&o.messages, "messages", 1000, "schedule `N` messages")
+	fs.Var(newDurationValue(&o.span, 24*time.Hour), "span", "deliver times fall within this `duration` of virtual time (also the max delay)")
+	fs.StringVar(&o.faults, "faults", "on", "inject faults: `on|off`")
+	fs.StringVar(&o.workload, "workload", strings.Join(sim.Workloads, ","), "comma-separated `mix` of "+strings.Join(sim.Workloads, ", "))
+	fs.Var(newDurationValue(&o.slotWidth, time.Minute), "slot-width", "slot `width`")
+	fs.Var(newDurationValue(&o.horizon, 10*time.Second), "horizon", "activation `horizon`")
+	fs.Var(newDurationValue(&o.retention, 72*time.Hour), "retention", "`retention` of finished slots")
+	return fs
+}
+
+func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	c := lookup("sim")
+	var o simOpts
+	pos, err := parseArgs(simFlags(&o), args)
+	if err == nil && len(pos) > 0 {
+		err = usagef("unexpected argument %q", pos[0])
+	}
+	if err == nil && o.faults != "on" && o.faults != "off" {
+		err = usagef("--faults must be on or off, not %q", o.faults)
+	}
+	var mix []string
+	for _, w := range strings.Split(o.workload, ",") {
+		if w = strings.TrimSpace(w); w == "" {
+			continue
+		}
+		if err == nil && !slices.Contains(sim.Workloads, w) {
+			err = usagef("unknown workload %q (have %s)", w, strings.Join(sim.Workloads, ","))
+		}
+		mix = append(mix, w)
+	}
+	if err == nil && o.seeds == 0 {
+		err = usagef("--seeds must be at least 1")
+	}
+	if err != nil {
+		return failUsage(c, err, stdout, stderr)
+	}
+	began := time.Now()
+	for seed := o.seed; seed < o.seed+o.seeds; seed++ {
+		cfg := sim.Config{
+			Seed: seed, Messages: o.messages, Span: o.span, Faults: o.faults == "on", Workload: mix,
+			SlotWidth: o.slotWidth, Horizon: o.horizon, Retention: o.retention,
+		}
+		fmt.Fprintf(stdout, "seed %d\n", seed)
+		start := time.Now()
+		rep, err := sim.Run(cfg)
+		wall := time.Since(start)
+		if o.seeds == 1 || err != nil {
+			printSimReport(stdout, rep, wall)
+		} else {
+			fmt.Fprintf(stdout, "  ok: %d scheduled, %d delivered, %d faults, trace %016x, %v\n",
+				rep.Acked, rep.Delivered, total(rep.Faults), rep.TraceHash, wall.Round(time.Millisecond))
+		}
+		if err != nil {
+			var v *sim.Violation
+			if errors.As(err, &v) {
+				fmt.Fprintf(stderr, "VIOLATION %v\n", err)
+				fmt.Fprintf(stderr, "rerun: tock sim --seed %d --messages %d --span %s --faults %s --workload %s --slot-width %s --horizon %s --retention %s\n",
+					seed, o.messages, formatDuration(o.span), o.faults, strings.Join(mix, ","),
+					formatDuration(o.slotWidth), formatDuration(o.horizon), formatDuration(o.retention))
+				return 1
+			}
+			fmt.Fprintf(stderr, "tock sim: %v\n", err)
+			return 1
+		}
+	}
+	if o.seeds > 1 {
+		fmt.Fprintf(stdout, "%d seeds passed in %v\n", o.seeds, time.Since(began).Round(time.Millisecond))
+	}
+	return 0
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func printSimReport(w io.Writer, r sim.Report, wall time.Duration) {
+	fmt.Fprintf(w, "  scheduled    %d acked, %d unavailable, %d unanswered (crash) of %d\n", r.Acked, r.Unavailable, r.NoReply, r.Messages)
+	fmt.Fprintf(w, "  delivered    %d messages, %d publishes\n", r.Delivered, r.Deliveries)
+	fmt.Fprintf(w, "  duplicates   %d", total(r.Duplicates))
+	for _, k := range sortedKeys(r.Duplicates) {
+		fmt.Fprintf(w, "  %s=%d", k, r.Duplicates[k])
+	}
+	fmt.Fprintf(w, "\n  cancels      %d", total(r.Cancels))
+	for _, k := range sortedKeys(r.Cancels) {
+		fmt.Fprintf(w, "  %s=%d", k, r.Cancels[k])
+	}
+	fmt.Fprintf(w, "\n  gets         %d answered\n", r.Gets)
+	fmt.Fprintf(w, "  purged       %d slots\n", r.PurgedSlots)
+	fmt.Fprintf(w, "  lateness     (first delivery of acked messages, virtual time)\n")
+	for _, b := range r.Lateness {
+		if b.Count == 0 {
+			continue
+		}
+		label := "≤ " + b.Max.String()
+		if b.Max > 1000*time.Hour {
+			label = "> 24h"
+		}
+		fmt.Fprintf(w, "    %-10s %d\n", label, b.Count)
+	}
+	fmt.Fprintf(w, "  faults       %d", total(r.Faults))
+	for _, k := range sortedKeys(r.Faults) {
+		fmt.Fprintf(w, "  %s=%d", k, r.Faults[k])
+	}
+	fmt.Fprintf(w, "\n  peak         %d resident entries, %d journal slots, %d journal events\n", r.PeakResident, r.PeakSlots, r.PeakEvents)
+	fmt.Fprintf(w, "  run          %d tasks, virtual end %s, wall %v\n", r.Steps, r.VirtualEnd.UTC().Format(time.RFC3339), wall.Round(time.Millisecond))
+	fmt.Fprintf(w, "  trace        %d events, hash %016x\n", r.TraceEvents, r.TraceHash)
+}

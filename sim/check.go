@@ -1,0 +1,110 @@
+package sim
+
+import (
+	"strconv"
+
+	"github.com/tockd/tock/actors/slot"
+)
+
+// handedOut is called for every delivery the scheduler hands to the
+// publisher: firing began.
+func (s *simulator) handedOut(d slot.Delivery) {
+	if n, err := strconv.Atoi(string(d.Body)); err == nil && n >= 0 && n < len(s.ops) {
+		s.ops[n].handedOut++
+	}
+}
+
+// delivered is called by the publisher for every attempt that reached the
+// target; ackLost says its confirmation will be lost (a retry follows).
+func (s *simulator) delivered(inc *incarnation, d slot.Delivery, ackLost bool) {
+	now := s.nowMs()
+	s.rep.Deliveries++
+	s.trace.event(evDelivery, now, d.ID, uint64(inc.n))
+	n, err := strconv.Atoi(string(d.Body))
+	if err != nil || n < 0 || n >= len(s.ops) {
+		s.fail("integrity", -1, "delivery %s carries body %q of no request", d.ID, d.Body)
+		return
+	}
+	o := &s.ops[n]
+	// The id holds the accepted deliver time; the delivery's own field is
+	// checked against it below.
+	if due := d.ID.DeliverAt(); now < due {
+		s.fail("2-never-early", n, "%s delivered at %s, %d ms before its time %s", d.ID, fmtMs(now), due-now, fmtMs(due))
+		return
+	}
+	s.hist(n, "delivered by incarnation %d, id %s, due %s (lateness %d ms)", inc.n, d.ID, fmtMs(d.DeliverAt), now-d.DeliverAt)
+	if d.Target != kindTargets[o.kind] || (o.status != statusNone && d.ID != o.id) || d.DeliverAt != d.ID.DeliverAt() {
+		s.fail("integrity", n, "delivery %s to %s (due %s) does not match the request (id %s, target %s)",
+			d.ID, d.Target, fmtMs(d.DeliverAt), o.id, kindTargets[o.kind])
+		return
+	}
+	if o.cancel == uint8(slot.OK) {
+		s.fail("4-cancel-wins", n, "%s delivered after its cancel was acknowledged", d.ID)
+		return
+	}
+	o.deliveries++
+	if o.deliveries == 1 {
+		o.firstAt = now
+		if !s.cfg.Faults && o.status == statusOK && now != d.DeliverAt {
+			s.fail("3-precise", n, "%s delivered %d ms late without faults", d.ID, now-d.DeliverAt)
+			return
+		}
+	} else {
+		cause := "reload" // the slot reloaded after a failed append and fired again
+		switch {
+		case o.lastAckLost:
+			cause = "publish-ack-lost"
+		case o.lastInc != inc.n:
+			cause = "crash"
+		}
+		s.rep.Duplicates[cause]++
+		if !s.cfg.Faults {
+			s.fail("duplicate", n, "%s delivered %d times without faults", d.ID, o.deliveries)
+			return
+		}
+	}
+	o.lastInc, o.lastAckLost = inc.n, ackLost
+}
+
+// finalChecks runs once time has passed every deliver time, the fault
+// window and the retention period.
+func (s *simulator) finalChecks() {
+	for n := range s.ops {
+		o := &s.ops[n]
+		switch {
+		case o.cancelQd:
+			s.rep.Cancels[statusName(slot.Status(o.cancel))]++
+		}
+		if o.status == statusNone && o.sentInc == s.cur.n {
+			s.fail("answered", n, "the schedule request of message %d was never answered, and no crash intervened", n)
+			return
+		}
+		if o.status != statusOK || o.deliveries > 0 {
+			continue
+		}
+		if o.cancel == uint8(slot.OK) || (o.cancelQd && o.cancel != uint8(slot.Conflict)) {
+			continue // cancelled, or a cancel of unknown outcome
+		}
+		s.fail("1-no-loss", n, "acknowledged %s (due %s) was never delivered", o.id, fmtMs(o.deliverAt))
+		return
+	}
+	if s.j.nEvents != 0 || len(s.j.events) != 0 {
+		slots := make([]int64, 0, len(s.j.events))
+		for k := range s.j.events {
+			slots = append(slots, k)
+		}
+		s.fail("6-retention", -1, "after every retention ran out the journal still holds %d events in %d slots (e.g. slot %d)",
+			s.j.nEvents, len(slots), minOf(slots))
+	}
+}
+
+func minOf(xs []int64) int64 {
+	if len(xs) == 0 {
+		return -1
+	}
+	m := xs[0]
+	for _, x := range xs[1:] {
+		m = min(m, x)
+	}
+	return m
+}

@@ -1,0 +1,224 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
+)
+
+var (
+	errStoreDown = errors.New("sim: journal write failed")
+	errAckLost   = errors.New("sim: journal acknowledgement lost")
+	errLoadFail  = errors.New("sim: journal read failed")
+)
+
+// simJournal sits in front of journal.Memory, shared by every incarnation.
+// Appends are not written at once: they queue, in call order, for a flush
+// task that writes them all (one round, as the NATS journal's flusher), so
+// a crash can catch appends not yet written; the seed decides how many of
+// them were. Memory.Fail injects write faults; Memory.Complete queues the
+// done calls as tasks of the appending incarnation.
+type simJournal struct {
+	s       *simulator
+	mem     *journal.Memory
+	pending []pendingWrite
+	flushQd bool
+
+	// What Memory holds, kept from the Fail hook's decisions (it alone
+	// decides whether a record is stored), so the checker can ask "is this
+	// event durable?" without reading the journal.
+	scheduled map[msgid.ID]bool
+	cancelled map[msgid.ID]bool
+	events    map[int64]int // slot → stored events
+	nEvents   int
+
+	completeInc *incarnation // incarnation of the write being stored
+	quiet       bool         // no faults (crash resolution, drain)
+}
+
+type pendingWrite struct {
+	inc    *incarnation
+	slot   int64
+	events []journal.Event
+	done   func(uint64, error)
+}
+
+func newSimJournal(s *simulator) *simJournal {
+	j := &simJournal{s: s, mem: journal.NewMemory(),
+		scheduled: map[msgid.ID]bool{}, cancelled: map[msgid.ID]bool{}, events: map[int64]int{}}
+	j.mem.Complete = func(f func()) { s.queue.push(task{inc: j.completeInc, fn: f}) }
+	j.mem.Fail = j.decide
+	return j
+}
+
+// decide is Memory's Fail hook: the seeded fault plan for one write.
+func (j *simJournal) decide(slot int64, events []journal.Event) (bool, error) {
+	store, err := true, error(nil)
+	if !j.quiet {
+		f := j.s.faults.draw(faultAppendLost, faultAppendAckLost)
+		if f != faultNone {
+			j.s.hist(-1, "fault %s on slot %d: %s", f, slot, describe(events))
+		}
+		switch f {
+		case faultAppendLost:
+			store, err = false, errStoreDown
+		case faultAppendAckLost:
+			store, err = true, errAckLost
+		}
+	}
+	if store {
+		for _, ev := range events {
+			switch ev.Kind {
+			case journal.Scheduled:
+				j.scheduled[ev.ID] = true
+			case journal.Cancelled:
+				j.cancelled[ev.ID] = true
+			}
+		}
+		j.events[slot] += len(events)
+		j.nEvents += len(events)
+		j.s.observeStorage()
+	}
+	return store, err
+}
+
+func (j *simJournal) Append(slot int64, events []journal.Event, done func(uint64, error)) {
+	if w := j.s.cfg.watch; w >= 0 {
+		for _, ev := range events {
+			if ev.Kind == journal.Scheduled && string(ev.Body) == strconv.Itoa(w) {
+				j.s.hist(w, "append of slot %d by incarnation %d queued: %s", slot, j.s.cur.n, describe(events))
+				inner := done
+				done = func(seq uint64, err error) {
+					j.s.hist(w, "append of slot %d completed: seq %d, err %v", slot, seq, err)
+					inner(seq, err)
+				}
+			}
+		}
+	}
+	j.pending = append(j.pending, pendingWrite{inc: j.s.cur, slot: slot, events: events, done: done})
+	if !j.flushQd {
+		j.flushQd = true
+		j.s.queue.push(task{fn: j.flush})
+	}
+}
+
+// flush writes every queued append, in call order.
+func (j *simJournal) flush() {
+	j.flushQd = false
+	writes := j.pending
+	j.pending = nil
+	for _, w := range writes {
+		if w.inc != nil && w.inc.dead {
+			continue // resolved at the crash
+		}
+		j.completeInc = w.inc
+		if j.watched(w.slot) {
+			j.s.hist(-1, "append to slot %d by incarnation %d: %s", w.slot, w.inc.n, describe(w.events))
+		}
+		j.mem.Append(w.slot, w.events, w.done)
+		j.completeInc = nil
+	}
+}
+
+// crash resolves the appends of a dying incarnation that were not written
+// yet: a prefix of them (length drawn from the seed) reached the store, the
+// rest did not; nobody hears about any of them.
+func (j *simJournal) crash(inc *incarnation) (stored, lost int) {
+	var mine []pendingWrite
+	rest := j.pending[:0]
+	for _, w := range j.pending {
+		if w.inc == inc {
+			mine = append(mine, w)
+		} else {
+			rest = append(rest, w)
+		}
+	}
+	j.pending = rest
+	k := j.s.frng.IntN(len(mine) + 1)
+	j.quiet = true
+	for _, w := range mine[:k] {
+		if j.watched(w.slot) {
+			j.s.hist(-1, "crash stores append to slot %d by incarnation %d: %s", w.slot, w.inc.n, describe(w.events))
+		}
+		j.completeInc = inc // dead: the done call is dropped
+		j.mem.Append(w.slot, w.events, nil)
+	}
+	j.completeInc = nil
+	j.quiet = false
+	return k, len(mine) - k
+}
+
+// watched reports whether slot holds the watched message.
+func (j *simJournal) watched(slot int64) bool {
+	w := j.s.cfg.watch
+	return w >= 0 && j.s.ops[w].reqAt/j.s.cfg.SlotWidth.Milliseconds() == slot
+}
+
+func (j *simJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+	if j.watched(slot) {
+		evs, seq, _ := j.mem.Load(ctx, slot)
+		j.s.hist(-1, "load of slot %d (seq %d): %s", slot, seq, describe(evs))
+	}
+	if !j.quiet && j.s.faults.draw(faultLoadFail) == faultLoadFail {
+		j.s.hist(-1, "fault load-fail on slot %d", slot)
+		return nil, 0, fmt.Errorf("load slot %d: %w", slot, errLoadFail)
+	}
+	return j.mem.Load(ctx, slot)
+}
+
+func (j *simJournal) Tail(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+	return j.mem.Tail(ctx, slot)
+}
+
+func (j *simJournal) Slots(ctx context.Context) ([]int64, error) { return j.mem.Slots(ctx) }
+
+func (j *simJournal) Newest(ctx context.Context) (int64, error) { return j.mem.Newest(ctx) }
+
+func (j *simJournal) PurgeUpTo(ctx context.Context, slot int64, seq uint64) error {
+	if j.watched(slot) {
+		j.s.hist(-1, "purge of slot %d up to seq %d", slot, seq)
+	}
+	if err := j.mem.PurgeUpTo(ctx, slot, seq); err != nil {
+		return err
+	}
+	evs, _, err := j.mem.Load(ctx, slot)
+	if err != nil {
+		return err
+	}
+	j.nEvents -= j.events[slot] - len(evs)
+	if len(evs) == 0 {
+		delete(j.events, slot)
+	} else {
+		j.events[slot] = len(evs)
+	}
+	j.s.observePurge(slot)
+	return nil
+}
+
+// Close is a no-op: the journal outlives every incarnation.
+func (j *simJournal) Close() error { return nil }
+
+func describe(events []journal.Event) string {
+	var b []byte
+	for i, ev := range events {
+		if i == 8 {
+			b = append(b, fmt.Sprintf(" …(%d more)", len(events)-i)...)
+			break
+		}
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, ev.Kind.String()...)
+		if !ev.ID.IsZero() {
+			b = append(b, ':')
+			b = append(b, ev.ID.String()[16:]...)
+			b = append(b, '@')
+			b = strconv.AppendInt(b, ev.At%100000, 10)
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,418 @@
+// Package sim is tock's deterministic simulator. It runs the real actors
+// (actors.Start: router, slot actors, protoactor mailboxes) on one
+// goroutine with virtual time, drives a seeded workload and seeded faults
+// through them, and checks the invariants of DESIGN.md on every step.
+//
+// Determinism: every mailbox run, journal completion, publisher
+// confirmation, timer and producer request is a task in one run queue; the
+// loop runs one task at a time, picked by the seeded RNG among all runnable
+// tasks (so each seed explores its own interleaving), and advances the
+// virtual clock only when nothing is runnable, straight to the next timer
+// deadline. The same seed gives the same trace, byte for byte; the trace
+// hash proves it.
+//
+// The gateway is not simulated: producer requests enter through
+// actors.Scheduler's Schedule, Cancel and Get with reply callbacks.
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tockd/tock/actors"
+	"github.com/tockd/tock/clock"
+	"github.com/tockd/tock/journal"
+)
+
+// Config describes one simulation run.
+type Config struct {
+	Seed     uint64
+	Messages int           // schedule requests
+	Span     time.Duration // deliver times fall within [start, start+Span); also the max delay
+	Faults   bool
+	// Workload mixes: uniform, burst, long, past (kinds of deliver time),
+	// cancel, get, retention (follow-up requests). Empty means all.
+	Workload []string
+
+	SlotWidth time.Duration // default 1 minute
+	Horizon   time.Duration // default 10 s
+	Retention time.Duration // default 72 h
+
+	// Test hooks, to plant bugs without touching production code: they wrap
+	// what the actors see.
+	WrapJournal   func(journal.Journal) journal.Journal
+	WrapPublisher func(actors.Publisher) actors.Publisher
+
+	watch int // op whose history is recorded (a rerun after a violation); -1 none
+}
+
+// Workloads lists the workload names Config.Workload accepts.
+var Workloads = []string{"uniform", "burst", "long", "past", "cancel", "get", "retention"}
+
+// start is the virtual time every run begins at.
+var start = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Report summarises a run.
+type Report struct {
+	Seed        uint64
+	Messages    int
+	Acked       int            // schedules answered OK
+	Unavailable int            // schedules answered unavailable
+	NoReply     int            // schedules whose reply died in a crash
+	Delivered   int            // distinct messages delivered
+	Deliveries  int            // publishes that reached the target
+	Duplicates  map[string]int // extra deliveries by cause
+	// Cancels by answer (ok, conflict, notfound, unavailable, none);
+	// cancel-ok-after-fire counts OK cancels of messages whose delivery
+	// had begun before (only after a fault).
+	Cancels      map[string]int
+	Gets         int
+	PurgedSlots  int
+	Lateness     []Bucket // first deliveries of acked messages, virtual time
+	Faults       map[string]int
+	Crashes      int
+	PeakResident int64 // entries held by loaded slots
+	PeakSlots    int   // slots with records in the journal
+	PeakEvents   int   // events in the journal
+	Steps        int64 // tasks run
+	VirtualEnd   time.Time
+	TraceEvents  uint64
+	TraceHash    uint64
+}
+
+// Bucket is one lateness histogram bin: messages with lateness ≤ Max
+// (and above the previous bin).
+type Bucket struct {
+	Max   time.Duration
+	Count int
+}
+
+var lateBins = []time.Duration{0, time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond,
+	time.Second, 10 * time.Second, time.Minute, time.Hour, 24 * time.Hour, 1 << 62}
+
+// Violation is an invariant that failed.
+type Violation struct {
+	Seed      uint64
+	Invariant string
+	Op        int // the message's workload index; -1 if none
+	At        time.Time
+	Detail    string
+	History   []string
+}
+
+func (v *Violation) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d: invariant %s violated at %s: %s", v.Seed, v.Invariant, v.At.Format(time.RFC3339Nano), v.Detail)
+	if v.Op >= 0 {
+		fmt.Fprintf(&b, "\nhistory of message %d:", v.Op)
+		for _, h := range v.History {
+			b.WriteString("\n  " + h)
+		}
+	}
+	return b.String()
+}
+
+func (c *Config) normalise() error {
+	if c.SlotWidth == 0 {
+		c.SlotWidth = time.Minute
+	}
+	if c.Horizon == 0 {
+		c.Horizon = 10 * time.Second
+	}
+	if c.Retention == 0 {
+		c.Retention = 72 * time.Hour
+	}
+	if c.Span < time.Second {
+		return fmt.Errorf("sim: span %v is below 1s", c.Span)
+	}
+	if c.Messages < 0 {
+		return fmt.Errorf("sim: negative message count")
+	}
+	if len(c.Workload) == 0 {
+		c.Workload = Workloads
+	}
+	for _, w := range c.Workload {
+		if !slices.Contains(Workloads, w) {
+			return fmt.Errorf("sim: unknown workload %q (have %s)", w, strings.Join(Workloads, ","))
+		}
+	}
+	return nil
+}
+
+// Run simulates cfg. A violated invariant returns the report so far and a
+// *Violation, with the history of the message concerned (found by running
+// the seed again, which determinism makes exact).
+func Run(cfg Config) (Report, error) {
+	cfg.watch = -1
+	rep, err := run(cfg)
+	if v, ok := err.(*Violation); ok && v.Op >= 0 {
+		again := cfg
+		again.watch = v.Op
+		if _, err2 := run(again); err2 != nil {
+			if v2, ok := err2.(*Violation); ok && v2.Invariant == v.Invariant && v2.Op == v.Op {
+				v.History = v2.History
+			} else {
+				v.History = []string{fmt.Sprintf("(rerun did not reproduce: %v)", err2)}
+			}
+		} else {
+			v.History = []string{"(rerun did not reproduce: nondeterminism)"}
+		}
+	}
+	return rep, err
+}
+
+// simulator is one run's state. Everything happens on the goroutine that
+// called run.
+type simulator struct {
+	cfg    Config
+	clk    *clock.Manual
+	queue  runQueue
+	rng    *rand.Rand // task picks
+	frng   *rand.Rand // fault plan and its details
+	wrng   *rand.Rand // workload follow-ups
+	faults faultPlan
+	trace  tracer
+	j      *simJournal
+	pub    *publisher
+	cur    *incarnation
+	sched  *actors.Scheduler
+	incs   int
+
+	ops       []op
+	ids       map[[16]byte]int32 // every id answered, → its op
+	wl        map[string]bool
+	faultEnd  int64
+	end       time.Time // the run ends when nothing is runnable and no timer is due by then
+	slack     time.Duration
+	violation *Violation
+	rep       Report
+	history   []string
+}
+
+func run(cfg Config) (Report, error) {
+	if err := cfg.normalise(); err != nil {
+		return Report{}, err
+	}
+	s := &simulator{
+		cfg:  cfg,
+		clk:  clock.NewManual(start),
+		rng:  rand.New(rand.NewPCG(cfg.Seed, 1)),
+		frng: rand.New(rand.NewPCG(cfg.Seed, 2)),
+		wrng: rand.New(rand.NewPCG(cfg.Seed, 3)),
+		wl:   map[string]bool{},
+		ids:  map[[16]byte]int32{},
+	}
+	for _, w := range cfg.Workload {
+		s.wl[w] = true
+	}
+	s.faults = faultPlan{s: s, rng: s.frng, on: cfg.Faults}
+	s.trace.init()
+	s.j = newSimJournal(s)
+	s.pub = &publisher{s: s}
+	s.rep = Report{Seed: cfg.Seed, Messages: cfg.Messages, Duplicates: map[string]int{}, Cancels: map[string]int{}, Faults: map[string]int{}}
+	s.faultEnd = start.Add(cfg.Span).UnixMilli()
+	s.faults.active = cfg.Faults
+
+	maxDeliver := s.plan(rand.New(rand.NewPCG(cfg.Seed, 4)))
+	if err := s.startIncarnation(); err != nil {
+		return s.rep, err
+	}
+	s.slack = cfg.Retention + 2*cfg.SlotWidth + cfg.Horizon + 10*time.Minute
+	s.end = time.UnixMilli(max(maxDeliver, s.faultEnd)).Add(s.slack)
+	s.loop()
+	if s.violation == nil {
+		s.finalChecks()
+	}
+	s.summarise()
+	if s.violation != nil {
+		return s.rep, s.violation
+	}
+	return s.rep, nil
+}
+
+// startIncarnation starts the real scheduler on the shared journal.
+func (s *simulator) startIncarnation() error {
+	s.incs++
+	inc := &incarnation{n: s.incs}
+	s.cur = inc
+	var j journal.Journal = s.j
+	if s.cfg.WrapJournal != nil {
+		j = s.cfg.WrapJournal(j)
+	}
+	var p actors.Publisher = s.pub
+	if s.cfg.WrapPublisher != nil {
+		p = s.cfg.WrapPublisher(p)
+	}
+	sched, err := actors.Start(context.Background(), actors.Config{
+		SlotWidth: s.cfg.SlotWidth, Horizon: s.cfg.Horizon, Retention: s.cfg.Retention,
+		MaxDelay: s.cfg.Span + time.Hour,
+	}, actors.Deps{
+		Journal: j, Publisher: p, Clock: &incClock{s: s, inc: inc},
+		Dispatcher: &dispatcher{s: s, inc: inc},
+		Supervisor: actor.NewRestartingStrategy(),
+		Go:         func(f func()) { s.queue.push(task{inc: inc, fn: f}) },
+	})
+	if err != nil {
+		return fmt.Errorf("sim: start incarnation %d: %w", inc.n, err)
+	}
+	s.sched = sched
+	return nil
+}
+
+// crash kills the current incarnation at once: its queued tasks, timers,
+// pending journal completions and publisher confirmations die with it; its
+// appends not yet written are stored or lost (a seeded prefix). A new
+// incarnation recovers from the journal.
+func (s *simulator) crash() {
+	old := s.cur
+	old.dead = true
+	s.faults.note(faultCrash)
+	s.rep.Crashes++
+	stored, lost := s.j.crash(old)
+	for range stored {
+		s.faults.note(faultCrashWriteStored)
+	}
+	for range lost {
+		s.faults.note(faultCrashWriteLost)
+	}
+	s.extend(s.nowMs())
+	s.hist(-1, "crash of incarnation %d (%d unwritten appends stored, %d lost)", old.n, stored, lost)
+	if err := s.startIncarnation(); err != nil {
+		s.fail("recovery", -1, "%s", err.Error())
+	}
+}
+
+// at runs fn as a task of inc after d of virtual time.
+func (s *simulator) at(inc *incarnation, d time.Duration, fn func()) {
+	if d <= 0 {
+		s.queue.push(task{inc: inc, fn: fn})
+		return
+	}
+	s.clk.AfterFunc(d, func() {
+		if inc == nil || !inc.dead {
+			s.queue.push(task{inc: inc, fn: fn})
+		}
+	})
+}
+
+func (s *simulator) nowMs() int64 { return clock.Millis(s.clk.Now()) }
+
+// extend makes sure the run lasts until retention ran out after ms.
+func (s *simulator) extend(ms int64) {
+	if e := time.UnixMilli(ms).Add(s.slack); e.After(s.end) {
+		s.end = e
+	}
+}
+
+// loop runs tasks until none is runnable and no timer is due by s.end.
+func (s *simulator) loop() {
+	pick := func(n int) int { return s.rng.IntN(n) }
+	for s.violation == nil {
+		if s.queue.len() > 0 {
+			t := s.queue.take(pick)
+			if t.inc != nil && t.inc.dead {
+				continue
+			}
+			t.fn()
+			s.rep.Steps++
+			s.observeResident()
+			continue
+		}
+		at, ok := s.clk.NextDeadline()
+		if !ok || at.After(s.end) {
+			break
+		}
+		s.clk.Set(at)
+		s.faults.active = s.cfg.Faults && s.nowMs() < s.faultEnd
+	}
+	s.rep.VirtualEnd = s.clk.Now()
+}
+
+func (s *simulator) observeResident() {
+	if s.sched != nil {
+		s.rep.PeakResident = max(s.rep.PeakResident, s.sched.Resident())
+	}
+}
+
+func (s *simulator) observeStorage() {
+	s.rep.PeakSlots = max(s.rep.PeakSlots, len(s.j.events))
+	s.rep.PeakEvents = max(s.rep.PeakEvents, s.j.nEvents)
+}
+
+func (s *simulator) observePurge(slot int64) {
+	s.rep.PurgedSlots++
+	s.trace.event(evPurge, s.nowMs(), [16]byte{}, uint64(slot))
+}
+
+// fail records the first violation.
+func (s *simulator) fail(invariant string, op int, format string, args ...any) {
+	if s.violation != nil {
+		return
+	}
+	s.violation = &Violation{Seed: s.cfg.Seed, Invariant: invariant, Op: op, At: s.clk.Now(),
+		Detail: fmt.Sprintf(format, args...), History: s.history}
+}
+
+// hist adds a line to the watched message's history (op -1: every
+// message's, as crashes are).
+func (s *simulator) hist(op int, format string, args ...any) {
+	if s.cfg.watch < 0 || (op >= 0 && op != s.cfg.watch) {
+		return
+	}
+	s.history = append(s.history, s.clk.Now().Format("2006-01-02T15:04:05.000")+" "+fmt.Sprintf(format, args...))
+}
+
+func (s *simulator) summarise() {
+	s.rep.Lateness = make([]Bucket, len(lateBins))
+	for i, b := range lateBins {
+		s.rep.Lateness[i].Max = b
+	}
+	for i := range s.ops {
+		o := &s.ops[i]
+		switch o.status {
+		case statusOK:
+			s.rep.Acked++
+		case statusUnavailable:
+			s.rep.Unavailable++
+		default:
+			s.rep.NoReply++
+		}
+		if o.deliveries > 0 {
+			s.rep.Delivered++
+			if o.status == statusOK {
+				late := time.Duration(o.firstAt-o.deliverAt) * time.Millisecond
+				for j, b := range lateBins {
+					if late <= b {
+						s.rep.Lateness[j].Count++
+						break
+					}
+				}
+			}
+		}
+	}
+	for k := fault(1); k < nFaults; k++ {
+		if n := s.faults.counts[k]; n > 0 {
+			s.rep.Faults[k.String()] = n
+		}
+	}
+	s.rep.TraceEvents, s.rep.TraceHash = s.trace.n, s.trace.sum()
+}
+
+// guard runs a simulator callback that is called from actor code: a panic
+// there would be caught by protoactor's supervision and disguised as an
+// actor failure, so it is reported as what it is.
+func (s *simulator) guard(f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.fail("sim-internal", -1, "panic in the simulator: %v\n%s", r, debug.Stack())
+		}
+	}()
+	f()
+}

@@ -1,0 +1,192 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tockd/tock/actors"
+	"github.com/tockd/tock/actors/slot"
+	"github.com/tockd/tock/journal"
+)
+
+// small is the configuration of the fixed-seed runs: a couple of hours of
+// virtual time, short retention, a few hundred messages.
+func small(seed uint64, faults bool) Config {
+	return Config{Seed: seed, Messages: 300, Span: 2 * time.Hour, Faults: faults, Retention: time.Hour}
+}
+
+func TestSeeds(t *testing.T) {
+	for seed := uint64(1); seed <= 8; seed++ {
+		for _, faults := range []bool{false, true} {
+			rep, err := Run(small(seed, faults))
+			if err != nil {
+				t.Fatalf("faults %v: %v", faults, err)
+			}
+			if rep.Acked == 0 || rep.Delivered == 0 || rep.PurgedSlots == 0 {
+				t.Errorf("seed %d faults %v: a run that does nothing: %+v", seed, faults, rep)
+			}
+			if faults && len(rep.Faults) == 0 {
+				t.Errorf("seed %d: faults on, none injected", seed)
+			}
+			if !faults && (len(rep.Faults) > 0 || len(rep.Duplicates) > 0 || rep.Lateness[0].Count != rep.Acked-rep.Cancels["ok"]) {
+				t.Errorf("seed %d without faults: faults %v, duplicates %v, on time %d of %d acked (%d cancelled)",
+					seed, rep.Faults, rep.Duplicates, rep.Lateness[0].Count, rep.Acked, rep.Cancels["ok"])
+			}
+		}
+	}
+}
+
+// TestLongSpan: a year of virtual time with every workload, few messages.
+func TestLongSpan(t *testing.T) {
+	rep, err := Run(Config{Seed: 7, Messages: 400, Span: 365 * 24 * time.Hour, Faults: true, SlotWidth: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.VirtualEnd.Before(start.Add(365 * 24 * time.Hour)) {
+		t.Errorf("virtual time ended at %v", rep.VirtualEnd)
+	}
+}
+
+func TestDeterminism(t *testing.T) {
+	for _, faults := range []bool{false, true} {
+		a, err := Run(small(3, faults))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Run(small(3, faults))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.TraceHash != b.TraceHash || a.TraceEvents != b.TraceEvents || a.Steps != b.Steps {
+			t.Errorf("faults %v: seed 3 twice: trace %x/%d (%d steps) vs %x/%d (%d steps)",
+				faults, a.TraceHash, a.TraceEvents, a.Steps, b.TraceHash, b.TraceEvents, b.Steps)
+		}
+		c, err := Run(small(4, faults))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.TraceHash == a.TraceHash {
+			t.Errorf("faults %v: seeds 3 and 4 give the same trace %x", faults, a.TraceHash)
+		}
+	}
+}
+
+// expectViolation runs cfg and asserts the named invariant caught it.
+func expectViolation(t *testing.T, cfg Config, invariant string) *Violation {
+	t.Helper()
+	_, err := Run(cfg)
+	var v *Violation
+	if !errors.As(err, &v) {
+		t.Fatalf("planted bug not caught: err = %v", err)
+	}
+	if v.Invariant != invariant || v.Seed != cfg.Seed {
+		t.Fatalf("caught as %q for seed %d, want %q for seed %d: %v", v.Invariant, v.Seed, invariant, cfg.Seed, v)
+	}
+	if v.Op >= 0 && len(v.History) == 0 {
+		t.Errorf("violation without the message's history: %v", v)
+	}
+	t.Logf("caught: %v", v)
+	return v
+}
+
+// earlyJournal shifts the deliver time of every Scheduled event it reads
+// back 1 ms earlier: slots loaded from the journal fire early.
+type earlyJournal struct{ journal.Journal }
+
+func (j earlyJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+	evs, seq, err := j.Journal.Load(ctx, slot)
+	for i := range evs {
+		if evs[i].Kind == journal.Scheduled {
+			evs[i].DeliverAt--
+		}
+	}
+	return evs, seq, err
+}
+
+func TestCheckerBitesEarly(t *testing.T) {
+	cfg := small(5, false)
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return earlyJournal{j} }
+	expectViolation(t, cfg, "2-never-early")
+}
+
+// droppingPublisher confirms a seventh of the deliveries (chosen by deliver
+// time, so a rerun drops the same) without publishing them.
+type droppingPublisher struct{ actors.Publisher }
+
+func (p droppingPublisher) Publish(d slot.Delivery, done func()) {
+	if d.DeliverAt%7 == 0 {
+		done()
+		return
+	}
+	p.Publisher.Publish(d, done)
+}
+
+func TestCheckerBitesLoss(t *testing.T) {
+	cfg := small(6, false)
+	cfg.Workload = []string{"uniform", "burst"}
+	cfg.WrapPublisher = func(p actors.Publisher) actors.Publisher { return droppingPublisher{p} }
+	expectViolation(t, cfg, "1-no-loss")
+}
+
+// lyingJournal acknowledges a fifth of the appends of new messages
+// (chosen by deliver time) without storing them.
+type lyingJournal struct{ journal.Journal }
+
+func (j lyingJournal) Append(slot int64, events []journal.Event, done func(uint64, error)) {
+	if events[0].Kind == journal.Scheduled && events[0].DeliverAt%5 == 0 {
+		done(1, nil)
+		return
+	}
+	j.Journal.Append(slot, events, done)
+}
+
+func TestCheckerBitesFalseAck(t *testing.T) {
+	cfg := small(2, false)
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return lyingJournal{j} }
+	expectViolation(t, cfg, "5-no-false-acks")
+}
+
+// TestKnownBugIDReuse reproduces a bug the simulator found: two restarts
+// within one millisecond (here: two crashes after a clock jump; in real
+// life also a restart while the wall clock is behind the journal) hand out
+// the same ids twice, because Journal.Newest is the newest event's At
+// while stamps may run ahead of At (Stamper.Next(newest+1)). Two messages
+// then share an id; the slot keeps one of them and the other, though
+// acknowledged, is never delivered. Skipped until fixed; set
+// SIM_KNOWN_BUGS=1 to run it.
+func TestKnownBugIDReuse(t *testing.T) {
+	if os.Getenv("SIM_KNOWN_BUGS") == "" {
+		t.Skip("known bug; SIM_KNOWN_BUGS=1 runs it")
+	}
+	_, err := Run(small(244, true))
+	if err == nil {
+		t.Fatal("seed 244 passes: the id-reuse bug seems fixed; delete this test")
+	}
+	t.Log(err)
+}
+
+// TestSweep runs SIM_SEEDS seeds of SIM_MESSAGES messages, faults on and
+// off: a manual exploration, skipped unless SIM_SEEDS is set.
+func TestSweep(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("SIM_SEEDS"))
+	if n == 0 {
+		t.Skip("SIM_SEEDS not set")
+	}
+	msgs := 300
+	if m, _ := strconv.Atoi(os.Getenv("SIM_MESSAGES")); m > 0 {
+		msgs = m
+	}
+	for seed := uint64(1); seed <= uint64(n); seed++ {
+		for _, faults := range []bool{false, true} {
+			cfg := small(seed, faults)
+			cfg.Messages = msgs
+			if _, err := Run(cfg); err != nil {
+				t.Errorf("faults %v: %v", faults, err)
+			}
+		}
+	}
+}
