@@ -150,8 +150,12 @@ func (r *router) slotOf(ms int64) int64 { return ms / r.env.widthMs }
 func (r *router) schedule(ctx actor.Context, m *scheduleCmd) {
 	now := r.now()
 	at := max(m.req.DeliverAt, now) // the past means now
+	stamp := r.stamper.Next(now)
 	ev := journal.Event{
-		Kind: journal.Scheduled, ID: msgid.New(at, r.stamper.Next(now)), At: now,
+		// At never lags the stamp's millisecond (stamps run ahead of the
+		// clock after a restart above Journal.Newest), so Newest, the
+		// largest stored At, bounds every stamp ever stored.
+		Kind: journal.Scheduled, ID: msgid.New(at, stamp), At: max(now, int64(stamp>>20)),
 		Target: m.req.Target, DeliverAt: at, Header: m.req.Header, Body: m.req.Body,
 	}
 	idx := r.slotOf(at)
