@@ -5,10 +5,8 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,140 +39,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is one `tock serve` process on a fixed port and data directory.
-type proc struct {
-	t    *testing.T
-	addr string
-	data string
-	args []string
-	cmd  *exec.Cmd
-	log  *os.File
-}
-
-func newProc(t *testing.T, extra ...string) *proc {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	p := &proc{t: t, addr: addr, data: t.TempDir(), args: extra}
-	log, err := os.Create(filepath.Join(t.TempDir(), "tock.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.log = log
-	t.Cleanup(func() {
-		p.kill()
-		log.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("tock log tail:\n%s", b)
-		}
-	})
-	return p
-}
-
-func (p *proc) url() string { return "nats://" + p.addr }
-
-func (p *proc) start() {
-	p.t.Helper()
-	args := append([]string{"serve", "--data", p.data, "--nats-listen", p.addr, "--log-level", "warn"}, p.args...)
-	p.cmd = exec.Command(tockBin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	// Ready means the API answers: a get of an unknown id gets its 404.
-	nc, err := nats.Connect(p.url(), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer nc.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := nc.Request("tock.get.00000000000000000000000000", nil, 200*time.Millisecond); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	p.t.Fatal("tock did not become ready")
-}
-
-// kill sends SIGKILL: no shutdown code runs.
-func (p *proc) kill() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		p.cmd = nil
-	}
-}
-
-type acked struct {
-	id        string
-	deliverAt time.Time
-}
-
-// load schedules messages from several producers until stop, recording
-// only what tock acknowledged; it cancels some of them.
-type load struct {
-	mu        sync.Mutex
-	scheduled map[string]acked
-	cancelled map[string]bool
-	// unsure holds cancels whose reply was lost (tock died meanwhile): they
-	// may or may not have happened, so either outcome is right.
-	unsure   map[string]bool
-	failures int
-}
-
-func (l *load) run(ctx context.Context, nc *nats.Conn, producer int, spread time.Duration) {
-	rng := rand.New(rand.NewPCG(uint64(producer), 7))
-	for i := 0; ctx.Err() == nil; i++ {
-		due := time.Now().Add(time.Duration(rng.Int64N(int64(spread))))
-		msg := &nats.Msg{Subject: "tock.schedule.chaos.t" + strconv.Itoa(producer),
-			Header: nats.Header{"Tock-Deliver-At": {due.UTC().Format(time.RFC3339Nano)}},
-			Data:   []byte(fmt.Sprintf("p%d-%d", producer, i))}
-		res, err := nc.RequestMsg(msg, time.Second)
-		var r struct {
-			ID        string `json:"id"`
-			DeliverAt string `json:"deliver_at"`
-		}
-		if err != nil || json.Unmarshal(res.Data, &r) != nil || r.ID == "" {
-			l.fail()
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		at, _ := time.Parse(time.RFC3339Nano, r.DeliverAt)
-		l.mu.Lock()
-		l.scheduled[r.ID] = acked{id: r.ID, deliverAt: at}
-		l.mu.Unlock()
-		if rng.IntN(10) == 0 && time.Until(at) > 300*time.Millisecond {
-			res, err := nc.Request("tock.cancel."+r.ID, nil, time.Second)
-			var c struct {
-				State string          `json:"state"`
-				Error json.RawMessage `json:"error"`
-			}
-			l.mu.Lock()
-			switch {
-			case err != nil:
-				l.unsure[r.ID] = true
-			case json.Unmarshal(res.Data, &c) == nil && c.Error == nil && c.State == "cancelled":
-				l.cancelled[r.ID] = true
-			}
-			l.mu.Unlock()
-		}
-	}
-}
-
-func (l *load) fail() {
-	l.mu.Lock()
-	l.failures++
-	l.mu.Unlock()
-}
-
 // TestKillNineUnderLoad kills tock with SIGKILL at random moments while
 // producers schedule and cancel, restarts it on the same data directory,
 // and then checks from the target stream alone: every acknowledged and not
@@ -198,7 +62,7 @@ func TestKillNineUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	l := &load{scheduled: map[string]acked{}, cancelled: map[string]bool{}, unsure: map[string]bool{}}
+	l := newLoad()
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for i := range 4 {
@@ -219,88 +83,6 @@ func TestKillNineUnderLoad(t *testing.T) {
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var last time.Time
-	for _, a := range l.scheduled {
-		if a.deliverAt.After(last) {
-			last = a.deliverAt
-		}
-	}
-	want := 0
-	for id := range l.scheduled {
-		if l.cancelled[id] || l.unsure[id] {
-			continue
-		}
-		want++
-	}
-	t.Logf("acknowledged %d schedules, %d cancels (%d more with unknown outcome); %d requests failed while tock was down",
-		len(l.scheduled), len(l.cancelled), len(l.unsure), l.failures)
-	if want < 100 {
-		t.Fatalf("only %d messages acknowledged: the load did not run", want)
-	}
-
-	// Read the target stream by sequence with direct gets: no consumer
-	// state that a timeout could reset and skip over.
-	got := map[string]int{}
-	stream, err := js.Stream(ctx, "CHAOS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var seq uint64 = 1
-	deadline := time.Now().Add(time.Until(last) + 20*time.Second)
-	for missing(l, got) > 0 && time.Now().Before(deadline) {
-		info, err := stream.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seq > info.State.LastSeq {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		for ; seq <= info.State.LastSeq; seq++ {
-			m, err := stream.GetMsg(ctx, seq)
-			if err != nil {
-				t.Fatalf("read stream sequence %d: %v", seq, err)
-			}
-			id := m.Header.Get("Tock-Id")
-			a, ok := l.scheduled[id]
-			switch {
-			case l.cancelled[id]:
-				t.Errorf("%s delivered although its cancel was acknowledged", id)
-			case ok && m.Time.Before(a.deliverAt):
-				t.Errorf("%s stored %v before its deliver time %v", id, m.Time, a.deliverAt)
-			}
-			got[id]++
-		}
-	}
-	if n := missing(l, got); n > 0 {
-		shown := 0
-		for id := range l.scheduled {
-			if l.mustArrive(id) && got[id] == 0 && shown < 5 {
-				shown++
-				state := "no answer"
-				if res, err := nc.Request("tock.get."+id, nil, 2*time.Second); err == nil {
-					state = string(res.Data)
-				}
-				t.Errorf("acknowledged %s (due %v) never delivered; tock says %s", id, l.scheduled[id].deliverAt, state)
-			}
-		}
-		t.Fatalf("%d of %d acknowledged messages lost after %d kill -9s", n, want, kills)
-	}
-	dups := 0
-	for _, n := range got {
-		dups += n - 1
-	}
-	t.Logf("all %d delivered after %d kill -9s; %d duplicates reached the stream", want, kills, dups)
-}
-
-func (l *load) mustArrive(id string) bool { return !l.cancelled[id] && !l.unsure[id] }
-
-func missing(l *load, got map[string]int) int {
-	n := 0
-	for id := range l.scheduled {
-		if l.mustArrive(id) && got[id] == 0 {
-			n++
-		}
-	}
-	return n
+	st := check(t, nc, js, l, fmt.Sprintf("after %d kill -9s", kills))
+	t.Logf("all %d delivered after %d kill -9s; %d duplicates reached the stream", st.want, kills, st.dups)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/pingcap/failpoint"
 
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/clock"
@@ -178,6 +179,11 @@ func (p *Publisher) run() {
 
 // send publishes one job; false means the publisher is closing.
 func (p *Publisher) send(j *job) bool {
+	// Failpoint publishFail: the publish is not sent; it takes the retry path.
+	failpoint.Inject("publishFail", func() {
+		p.retry(j, errors.New("failpoint publishFail"))
+		failpoint.Return(true)
+	})
 	msg := p.message(j.d)
 	if !p.captured(j.d.Target) {
 		if err := p.nc.PublishMsg(msg); err != nil {
@@ -207,6 +213,13 @@ func (p *Publisher) awaitAcks() {
 		case pa := <-p.acks:
 			select {
 			case <-pa.ack.Ok():
+				// Failpoint publishAckLost: the message is stored, but taken
+				// as failed and retried; the stream's duplicate window
+				// (Nats-Msg-Id) drops the repeat.
+				failpoint.Inject("publishAckLost", func() {
+					p.retry(pa.job, errors.New("failpoint publishAckLost"))
+					failpoint.Continue()
+				})
 				pa.job.done()
 			case err := <-pa.ack.Err():
 				p.retry(pa.job, err)

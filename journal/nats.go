@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/pingcap/failpoint"
 )
 
 var (
@@ -349,6 +350,13 @@ func (n *NATS) publish(recs []*record) {
 	for _, r := range recs {
 		if r.fut != nil {
 			n.await(r, ctx.Done())
+			// Failpoint appendAckLost: the record is stored, but its
+			// appends fail as if its ack had been lost.
+			failpoint.Inject("appendAckLost", func() {
+				if r.err == nil {
+					r.err = appendErr(r.slot, errRoundTimeout)
+				}
+			})
 		}
 	}
 }
@@ -359,6 +367,12 @@ func (n *NATS) send(r *record, deadline time.Time) {
 		r.err = appendErr(r.slot, errRoundTimeout)
 		return
 	}
+	// Failpoint appendFail: the record is not published; its appends fail
+	// with ErrUnavailable, as if the server had refused it.
+	failpoint.Inject("appendFail", func() {
+		r.err = appendErr(r.slot, errors.New("failpoint appendFail"))
+		failpoint.Return()
+	})
 	msg := &nats.Msg{Subject: n.subject(r.slot), Data: r.data}
 	// No retries: a retry is sent later from a timer, possibly after the
 	// next round's records, which would break the slot's order.
