@@ -108,13 +108,36 @@ func (m *Memory) Load(ctx context.Context, slot int64) ([]Event, uint64, error) 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var events []Event
-	var last uint64
-	for _, r := range m.slots[slot] {
-		events = append(events, cloneEvents(r.events)...)
-		last = r.seq
+	recs := m.slots[slot]
+	if len(recs) == 0 {
+		return nil, 0, nil
 	}
-	return events, last, nil
+	// One allocation for the events and one for their bodies (each body
+	// capped, so an append to one cannot overwrite the next).
+	n, size := 0, 0
+	for _, r := range recs {
+		n += len(r.events)
+		for _, ev := range r.events {
+			size += len(ev.Body)
+		}
+	}
+	if n == 0 {
+		return nil, recs[len(recs)-1].seq, nil
+	}
+	events := make([]Event, 0, n)
+	bodies := make([]byte, 0, size)
+	for _, r := range recs {
+		for _, ev := range r.events {
+			if ev.Body != nil {
+				at := len(bodies)
+				bodies = append(bodies, ev.Body...)
+				ev.Body = bodies[at:len(bodies):len(bodies)]
+			}
+			ev.Header = cloneHeader(ev.Header)
+			events = append(events, ev)
+		}
+	}
+	return events, recs[len(recs)-1].seq, nil
 }
 
 // Tail returns a copy of slot's last record.

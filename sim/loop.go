@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -112,3 +113,148 @@ func (t *nowTimer) claim() bool {
 }
 
 func (t *nowTimer) Stop() bool { return t.claim() }
+
+// simClock is the simulator's virtual clock: clock.Manual's semantics
+// (timers run in deadline order, ties in arming order, Now reading each
+// timer's deadline while it runs), without its locks and time.Time
+// comparisons, which dominated the loop with a million timers armed. One
+// difference: a timer armed with d ≤ 0 outside Set is not started in a
+// goroutine (a data race with the loop, and nondeterministic) but is due at
+// once, so the loop runs it next time nothing is runnable.
+//
+// Only the simulator's goroutine touches it.
+type simClock struct {
+	base    time.Time // Now() = base + now ns
+	now     int64     // ns since base
+	timers  []*simTimer
+	created uint64
+}
+
+type simTimer struct {
+	c     *simClock
+	at    int64 // ns since base
+	order uint64
+	f     func()
+	index int // position in c.timers; -1 once run or stopped
+}
+
+func newSimClock(start time.Time) *simClock { return &simClock{base: start} }
+
+func (c *simClock) Now() time.Time { return c.base.Add(time.Duration(c.now)) }
+
+// NowMs is Now as Unix milliseconds (clock.Millis(Now())).
+func (c *simClock) NowMs() int64 { return c.base.Add(time.Duration(c.now)).UnixMilli() }
+
+func (c *simClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	c.created++
+	t := &simTimer{c: c, at: c.now + int64(max(d, 0)), order: c.created, f: f}
+	c.push(t)
+	return t
+}
+
+// NextDeadline is the earliest deadline of the armed timers; false if none.
+func (c *simClock) NextDeadline() (time.Time, bool) {
+	if len(c.timers) == 0 {
+		return time.Time{}, false
+	}
+	return c.base.Add(time.Duration(c.timers[0].at)), true
+}
+
+// Set moves the clock forward to t, running the timers due by then, in
+// order, each with Now reading its deadline; timers they arm run too if
+// due by t. t before Now panics.
+func (c *simClock) Set(t time.Time) {
+	to := int64(t.Sub(c.base))
+	if to < c.now {
+		panic(fmt.Sprintf("sim: clock set to %v before now %v: time cannot go back", t, c.Now()))
+	}
+	for len(c.timers) > 0 && c.timers[0].at <= to {
+		tm := c.timers[0]
+		c.remove(0)
+		if tm.at > c.now {
+			c.now = tm.at
+		}
+		tm.f()
+	}
+	c.now = to
+}
+
+func (t *simTimer) Stop() bool {
+	if t.index < 0 {
+		return false
+	}
+	t.c.remove(t.index)
+	return true
+}
+
+func (a *simTimer) before(b *simTimer) bool {
+	return a.at < b.at || (a.at == b.at && a.order < b.order)
+}
+
+func (c *simClock) push(t *simTimer) {
+	t.index = len(c.timers)
+	c.timers = append(c.timers, t)
+	c.up(t.index)
+}
+
+// remove takes the timer at i out of the heap.
+func (c *simClock) remove(i int) {
+	h := c.timers
+	n := len(h) - 1
+	t := h[i]
+	if i != n {
+		h[i] = h[n]
+		h[i].index = i
+	}
+	h[n] = nil
+	c.timers = h[:n]
+	if i != n {
+		if !c.down(i) {
+			c.up(i)
+		}
+	}
+	t.index = -1
+}
+
+func (c *simClock) up(i int) {
+	h := c.timers
+	t := h[i]
+	for i > 0 {
+		p := (i - 1) / 2
+		if !t.before(h[p]) {
+			break
+		}
+		h[i] = h[p]
+		h[i].index = i
+		i = p
+	}
+	h[i] = t
+	t.index = i
+}
+
+// down sifts the timer at i down; it reports whether it moved.
+func (c *simClock) down(i0 int) bool {
+	h := c.timers
+	n := len(h)
+	i := i0
+	t := h[i]
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && h[r].before(h[l]) {
+			m = r
+		}
+		if !h[m].before(t) {
+			break
+		}
+		h[i] = h[m]
+		h[i].index = i
+		i = m
+	}
+	h[i] = t
+	t.index = i
+	return i > i0
+}

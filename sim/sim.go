@@ -27,7 +27,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tockd/tock/actors"
-	"github.com/tockd/tock/clock"
 	"github.com/tockd/tock/journal"
 )
 
@@ -172,7 +171,7 @@ func Run(cfg Config) (Report, error) {
 // called run.
 type simulator struct {
 	cfg    Config
-	clk    *clock.Manual
+	clk    *simClock
 	queue  runQueue
 	rng    *rand.Rand // task picks
 	frng   *rand.Rand // fault plan and its details
@@ -202,7 +201,7 @@ func run(cfg Config) (Report, error) {
 	}
 	s := &simulator{
 		cfg:  cfg,
-		clk:  clock.NewManual(start),
+		clk:  newSimClock(start),
 		rng:  rand.New(rand.NewPCG(cfg.Seed, 1)),
 		frng: rand.New(rand.NewPCG(cfg.Seed, 2)),
 		wrng: rand.New(rand.NewPCG(cfg.Seed, 3)),
@@ -302,7 +301,7 @@ func (s *simulator) at(inc *incarnation, d time.Duration, fn func()) {
 	})
 }
 
-func (s *simulator) nowMs() int64 { return clock.Millis(s.clk.Now()) }
+func (s *simulator) nowMs() int64 { return s.clk.NowMs() }
 
 // extend makes sure the run lasts until retention ran out after ms.
 func (s *simulator) extend(ms int64) {
