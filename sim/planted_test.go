@@ -1,0 +1,175 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/tockd/tock/actors"
+	"github.com/tockd/tock/journal"
+)
+
+// The planted-bug tests: each wraps what the actors see (the journal or the
+// publisher, through Config.WrapJournal and Config.WrapPublisher) to plant
+// one bug of the kinds the simulator must catch, without touching
+// production code, and asserts that the right invariant catches it, for
+// several seeds, faults off and on, with the seed in the error.
+
+// plantedSeeds are the seeds every planted bug must be caught with.
+var plantedSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8}
+
+// expectCaught runs cfg for every seed of plantedSeeds, with each of
+// faultModes, and asserts invariant caught each run.
+func expectCaught(t *testing.T, cfg Config, invariant string, faultModes ...bool) {
+	t.Helper()
+	for _, faults := range faultModes {
+		for _, seed := range plantedSeeds {
+			c := cfg
+			c.Seed, c.Faults = seed, faults
+			_, err := Run(c)
+			var v *Violation
+			if !errors.As(err, &v) {
+				t.Errorf("seed %d faults %v: planted bug not caught: err = %v", seed, faults, err)
+				continue
+			}
+			if v.Invariant != invariant || v.Seed != seed {
+				t.Errorf("seed %d faults %v: caught as %q (seed %d), want %q: %v", seed, faults, v.Invariant, v.Seed, invariant, v)
+				continue
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, fmt.Sprintf("seed %d: invariant %s violated", seed, invariant)) {
+				t.Errorf("seed %d faults %v: the error does not lead with seed and invariant: %q", seed, faults, msg)
+			}
+			if v.Op >= 0 && len(v.History) == 0 {
+				t.Errorf("seed %d faults %v: violation without the message's history: %v", seed, faults, v)
+			}
+			if seed == plantedSeeds[0] {
+				t.Logf("faults %v: caught: %s", faults, strings.SplitN(msg, "\n", 2)[0])
+			}
+		}
+	}
+}
+
+// plantedConfig is small() without seed and faults, which expectCaught sets.
+func plantedConfig() Config { return small(0, false) }
+
+// firedDroppingJournal acknowledges Fired events without storing them: the
+// journal forgets that messages were delivered. Without faults, the next
+// load of the slot (a get, a cancel, the horizon) fires them again.
+//
+// With faults on it is not caught reliably: the refire after a crash looks
+// like the legitimate one of a message whose Fired append the crash caught,
+// because the checker does not see which Fired appends were acknowledged
+// (see docs/SIMULATION.md, known gaps). Hence faults off only.
+type firedDroppingJournal struct{ journal.Journal }
+
+func (j firedDroppingJournal) Append(slot int64, events []journal.Event, done func(uint64, error)) {
+	kept := make([]journal.Event, 0, len(events))
+	for _, ev := range events {
+		if ev.Kind != journal.Fired {
+			kept = append(kept, ev)
+		}
+	}
+	j.Journal.Append(slot, kept, done)
+}
+
+func TestCheckerBitesDroppedFired(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return firedDroppingJournal{j} }
+	expectCaught(t, cfg, "duplicate", false)
+}
+
+// firedIgnoringJournal reads slots back without their Fired events: a slot
+// reloaded (after a crash, a failed append, or for a lookup) fires again
+// what it had delivered and recorded.
+type firedIgnoringJournal struct{ journal.Journal }
+
+func (j firedIgnoringJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+	evs, seq, err := j.Journal.Load(ctx, slot)
+	kept := evs[:0]
+	for _, ev := range evs {
+		if ev.Kind != journal.Fired {
+			kept = append(kept, ev)
+		}
+	}
+	return kept, seq, err
+}
+
+// TestCheckerBitesIgnoredFired: with faults on, the refire follows a crash,
+// which excuses a duplicate only while the Fired event is not durable.
+func TestCheckerBitesIgnoredFired(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return firedIgnoringJournal{j} }
+	expectCaught(t, cfg, "duplicate", false, true)
+}
+
+// cancelForgettingJournal reads slots back without their Cancelled events:
+// a slot reloaded after a cancel was acknowledged ignores it.
+type cancelForgettingJournal struct{ journal.Journal }
+
+func (j cancelForgettingJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+	evs, seq, err := j.Journal.Load(ctx, slot)
+	kept := evs[:0]
+	for _, ev := range evs {
+		if ev.Kind != journal.Cancelled {
+			kept = append(kept, ev)
+		}
+	}
+	return kept, seq, err
+}
+
+func TestCheckerBitesIgnoredCancel(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return cancelForgettingJournal{j} }
+	expectCaught(t, cfg, "4-cancel-wins", false, true)
+}
+
+// purgeSkippingJournal answers every purge with success and removes
+// nothing.
+type purgeSkippingJournal struct{ journal.Journal }
+
+func (purgeSkippingJournal) PurgeUpTo(context.Context, int64, uint64) error { return nil }
+
+func TestCheckerBitesSkippedPurge(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return purgeSkippingJournal{j} }
+	expectCaught(t, cfg, "6-retention", false, true)
+}
+
+// The three planted bugs of sim_test.go, for every planted seed.
+
+func TestCheckerBitesEarlySeeds(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return earlyJournal{j} }
+	expectCaught(t, cfg, "2-never-early", false, true)
+}
+
+func TestCheckerBitesLossSeeds(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.Workload = []string{"uniform", "burst"}
+	cfg.WrapPublisher = func(p actors.Publisher) actors.Publisher { return droppingPublisher{p} }
+	expectCaught(t, cfg, "1-no-loss", false, true)
+}
+
+func TestCheckerBitesFalseAckSeeds(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return lyingJournal{j} }
+	expectCaught(t, cfg, "5-no-false-acks", false, true)
+}
+
+// ackFirstJournal acknowledges every append at once, before it is written:
+// the producer hears "ok" before the Scheduled event is durable.
+type ackFirstJournal struct{ journal.Journal }
+
+func (j ackFirstJournal) Append(slot int64, events []journal.Event, done func(uint64, error)) {
+	done(0, nil)
+	j.Journal.Append(slot, events, func(uint64, error) {})
+}
+
+func TestCheckerBitesAckBeforeAppend(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return ackFirstJournal{j} }
+	expectCaught(t, cfg, "5-no-false-acks", false, true)
+}
