@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,6 +96,29 @@ func (p *proc) kill() {
 		p.cmd.Wait()
 		p.cmd = nil
 	}
+}
+
+// stop sends SIGTERM and waits for a graceful exit, which must be clean.
+func (p *proc) stop() {
+	p.t.Helper()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			p.t.Errorf("graceful shutdown exited with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		p.t.Fatal("no exit 30 s after SIGTERM")
+	}
+	p.cmd = nil
 }
 
 type acked struct {

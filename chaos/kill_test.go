@@ -70,12 +70,21 @@ func TestKillNineUnderLoad(t *testing.T) {
 		go func() { defer wg.Done(); l.run(loadCtx, nc, i, 3*time.Second) }()
 	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	graceful := 0
 	for k := range kills {
 		time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
 		p.kill()
 		t.Logf("kill -9 #%d", k+1)
 		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 		p.start()
+		if k%5 == 4 {
+			// Now and then a graceful restart between the kills: SIGTERM
+			// under load must lose nothing either, and exit cleanly.
+			time.Sleep(time.Duration(200+rng.IntN(500)) * time.Millisecond)
+			p.stop()
+			graceful++
+			p.start()
+		}
 	}
 	time.Sleep(500 * time.Millisecond)
 	stopLoad()
@@ -83,6 +92,6 @@ func TestKillNineUnderLoad(t *testing.T) {
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := check(t, nc, js, l, fmt.Sprintf("after %d kill -9s", kills))
-	t.Logf("all %d delivered after %d kill -9s; %d duplicates reached the stream", st.want, kills, st.dups)
+	st := check(t, nc, js, l, fmt.Sprintf("after %d kill -9s and %d graceful restarts", kills, graceful))
+	t.Logf("all %d delivered after %d consecutive-load kill -9s and %d graceful restarts; %d duplicates reached the stream", st.want, kills, graceful, st.dups)
 }
