@@ -1,7 +1,14 @@
 package sim
 
 import (
+	"fmt"
+	"math"
 	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/pingcap/failpoint"
 )
 
 // fault is a kind of injected fault.
@@ -31,39 +38,218 @@ var faultNames = [nFaults]string{
 
 func (f fault) String() string { return faultNames[f] }
 
-// faultRates are per-draw probabilities, in millionths.
-var faultRates = [nFaults]int{
+// FailpointPrefix is the package part of the simulator's failpoint names:
+// a fault kind's failpoint is FailpointPrefix + its name in faultPoints,
+// e.g. "github.com/tockd/tock/sim/crash".
+const FailpointPrefix = "github.com/tockd/tock/sim/"
+
+// faultPoints names the failpoint of each fault kind that has one (the
+// crash-write outcomes are consequences of a crash, not faults of their own).
+var faultPoints = [nFaults]string{
+	faultAppendLost:     "appendFail",
+	faultAppendAckLost:  "appendAckLost",
+	faultLoadFail:       "loadFail",
+	faultPublishFail:    "publishFail",
+	faultPublishAckLost: "publishAckLost",
+	faultPublishSlow:    "publishSlow",
+	faultCrash:          "crash",
+	faultClockJump:      "clockJump",
+}
+
+// Failpoints returns the full names of the simulator's failpoints.
+func Failpoints() []string {
+	var names []string
+	for _, n := range faultPoints {
+		if n != "" {
+			names = append(names, FailpointPrefix+n)
+		}
+	}
+	return names
+}
+
+// perMillion is the unit of faultRates: a rate of perMillion always fires.
+const perMillion = 1_000_000
+
+// faultRates are per-draw probabilities, in millionths, indexed by fault.
+// Crash and clock jump are planned from the seed (2–6 crashes, 1–3 pauses a
+// run); their rate is the probability that a planned one happens.
+type faultRates [nFaults]int
+
+// defaultRates apply to a failpoint whose value is return(true) (or just
+// return): what --faults on enables.
+var defaultRates = faultRates{
 	faultAppendLost:     10_000,
 	faultAppendAckLost:  10_000,
 	faultLoadFail:       10_000,
 	faultPublishFail:    20_000,
 	faultPublishAckLost: 10_000,
 	faultPublishSlow:    20_000,
+	faultCrash:          perMillion,
+	faultClockJump:      perMillion,
+}
+
+// exclusive lists fault kinds decided by one draw: their rates must not add
+// up to more than one.
+var exclusive = [][]fault{
+	{faultAppendLost, faultAppendAckLost},
+	{faultPublishFail, faultPublishAckLost, faultPublishSlow},
+}
+
+func (r *faultRates) any() bool {
+	for _, x := range r {
+		if x > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// fpMu serialises the simulator's use of the process-wide failpoint
+// registry: each Run reads it once, at its start, so runs in parallel do not
+// see each other's failpoints.
+var fpMu sync.Mutex
+
+// readFailpoints takes the run's fault rates from the failpoint registry.
+// With faultsOn (--faults on), each failpoint the user has not enabled
+// (GO_FAILPOINTS, failpoint.Enable) is enabled with return(true) while it
+// is read, then disabled again; one the user enabled keeps its value.
+//
+// A failpoint's value decides only its rate; whether it fires at a given
+// point is drawn from the run's seeded random source. failpoint's own
+// modifiers (N%, N*) and chains (->) are rejected: they are evaluated on
+// failpoint's global state and could not be replayed.
+func readFailpoints(faultsOn bool) (faultRates, error) {
+	fpMu.Lock()
+	defer fpMu.Unlock()
+	var r faultRates
+	for k, name := range faultPoints {
+		if name == "" {
+			continue
+		}
+		full := FailpointPrefix + name
+		if _, err := failpoint.Status(full); err != nil && faultsOn {
+			if err := failpoint.Enable(full, "return(true)"); err != nil {
+				return r, fmt.Errorf("sim: %w", err)
+			}
+			defer failpoint.Disable(full) //nolint:errcheck // it was just enabled
+		}
+		rate, err := failpointRate(full, defaultRates[k])
+		if err != nil {
+			return r, err
+		}
+		r[k] = rate
+	}
+	for _, ks := range exclusive {
+		sum, names := 0, []string{}
+		for _, k := range ks {
+			sum += r[k]
+			names = append(names, faultPoints[k])
+		}
+		if sum > perMillion {
+			return r, fmt.Errorf("sim: the probabilities of failpoints %s add up to more than 1", strings.Join(names, ", "))
+		}
+	}
+	return r, nil
+}
+
+// failpointRate evaluates failpoint full once: not enabled, off or
+// return(false) is 0; return, return(), return(true) is def; return(0) and
+// return(1) are never and always; return("p") is probability p, a fraction
+// ("0.05") or a percentage ("5%"). (failpoint cannot parse return(0.05).)
+func failpointRate(full string, def int) (int, error) {
+	desc, err := failpoint.Status(full)
+	if err != nil {
+		return 0, nil // not enabled: never fires
+	}
+	if desc != "off" && (!strings.HasPrefix(desc, "return") || strings.Contains(desc, "->")) {
+		return 0, fmt.Errorf("sim: failpoint %s=%s: the simulator takes off or return(value): "+
+			"it draws firing from its seeded random source, so failpoint's %% and * modifiers, "+
+			"chains and other actions cannot be used", full, desc)
+	}
+	v, err := failpoint.Eval(full)
+	if err != nil {
+		return 0, nil // disabled meanwhile
+	}
+	bad := func() (int, error) {
+		return 0, fmt.Errorf(`sim: failpoint %s=%s: want return(true), return(false), return(0), return(1) or a probability, return("0.05") or return("5%%")`, full, desc)
+	}
+	switch v := v.(type) {
+	case nil: // off
+		return 0, nil
+	case struct{}:
+		return def, nil
+	case bool:
+		if v {
+			return def, nil
+		}
+		return 0, nil
+	case int:
+		switch v {
+		case 0:
+			return 0, nil
+		case 1:
+			return perMillion, nil
+		}
+		return bad()
+	case string:
+		s, scale := strings.TrimSpace(v), 1.0
+		if t, ok := strings.CutSuffix(s, "%"); ok {
+			s, scale = t, 100
+		}
+		p, err := strconv.ParseFloat(s, 64)
+		if err != nil || p/scale < 0 || p/scale > 1 || math.IsNaN(p) {
+			return bad()
+		}
+		return int(math.Round(p / scale * perMillion)), nil
+	}
+	return bad()
 }
 
 // faultPlan draws faults from its own RNG stream, only while active.
 type faultPlan struct {
 	s      *simulator
 	rng    *rand.Rand
-	on     bool // --faults on
-	active bool // inside the fault window
+	rates  faultRates
+	active bool // inside the fault window, and some fault enabled
 	counts [nFaults]int
 }
 
-// draw returns one of kinds (or faultNone) and counts it.
+// draw returns one of kinds (or faultNone) and counts it. It takes one
+// number from the plan's stream, unless none of kinds can fire.
 func (p *faultPlan) draw(kinds ...fault) fault {
-	if !p.on || !p.active {
+	if !p.active {
 		return faultNone
 	}
-	x := p.rng.IntN(1_000_000)
+	sum := 0
 	for _, k := range kinds {
-		if x < faultRates[k] {
+		sum += p.rates[k]
+	}
+	if sum == 0 {
+		return faultNone
+	}
+	x := p.rng.IntN(perMillion)
+	for _, k := range kinds {
+		if x < p.rates[k] {
 			p.note(k)
 			return k
 		}
-		x -= faultRates[k]
+		x -= p.rates[k]
 	}
 	return faultNone
+}
+
+// fire reports whether a planned fault of kind k (a crash, a clock jump)
+// happens. It takes a number from the plan's stream only if k's rate is
+// strictly between never and always.
+func (p *faultPlan) fire(k fault) bool {
+	switch r := p.rates[k]; {
+	case r <= 0:
+		return false
+	case r >= perMillion:
+		return true
+	default:
+		return p.rng.IntN(perMillion) < r
+	}
 }
 
 func (p *faultPlan) note(k fault) {

@@ -35,7 +35,10 @@ type Config struct {
 	Seed     uint64
 	Messages int           // schedule requests
 	Span     time.Duration // deliver times fall within [start, start+Span); also the max delay
-	Faults   bool
+	// Faults on enables every simulator failpoint the user has not set
+	// (GO_FAILPOINTS, failpoint.Enable) at its default rate; off leaves only
+	// the ones the user enabled. See FailpointPrefix.
+	Faults bool
 	// Workload mixes: uniform, burst, long, past (kinds of deliver time),
 	// cancel, get, retention (follow-up requests). Empty means all.
 	Workload []string
@@ -49,7 +52,8 @@ type Config struct {
 	WrapJournal   func(journal.Journal) journal.Journal
 	WrapPublisher func(actors.Publisher) actors.Publisher
 
-	watch int // op whose history is recorded (a rerun after a violation); -1 none
+	watch int        // op whose history is recorded (a rerun after a violation); -1 none
+	rates faultRates // read from the failpoints once, by Run
 }
 
 // Workloads lists the workload names Config.Workload accepts.
@@ -150,6 +154,11 @@ func (c *Config) normalise() error {
 // the seed again, which determinism makes exact).
 func Run(cfg Config) (Report, error) {
 	cfg.watch = -1
+	rates, err := readFailpoints(cfg.Faults)
+	if err != nil {
+		return Report{}, err
+	}
+	cfg.rates = rates
 	rep, err := run(cfg)
 	if v, ok := err.(*Violation); ok && v.Op >= 0 {
 		again := cfg
@@ -199,6 +208,9 @@ func run(cfg Config) (Report, error) {
 	if err := cfg.normalise(); err != nil {
 		return Report{}, err
 	}
+	// From here on Faults means "some failpoint is enabled": it relaxes the
+	// checks that hold only without faults and plans crashes and pauses.
+	cfg.Faults = cfg.rates.any()
 	s := &simulator{
 		cfg:  cfg,
 		clk:  newSimClock(start),
@@ -211,7 +223,7 @@ func run(cfg Config) (Report, error) {
 	for _, w := range cfg.Workload {
 		s.wl[w] = true
 	}
-	s.faults = faultPlan{s: s, rng: s.frng, on: cfg.Faults}
+	s.faults = faultPlan{s: s, rng: s.frng, rates: cfg.rates}
 	s.trace.init()
 	s.j = newSimJournal(s)
 	s.pub = &publisher{s: s}
@@ -270,6 +282,9 @@ func (s *simulator) startIncarnation() error {
 // appends not yet written are stored or lost (a seeded prefix). A new
 // incarnation recovers from the journal.
 func (s *simulator) crash() {
+	if !s.faults.fire(faultCrash) {
+		return
+	}
 	old := s.cur
 	old.dead = true
 	s.faults.note(faultCrash)

@@ -103,6 +103,9 @@ func (s *simulator) plan(rng *rand.Rand) int64 {
 			jump := time.Second + time.Duration(rng.Int64N(int64(min(6*time.Hour, s.cfg.Span/4))))
 			s.clk.AfterFunc(time.Duration(rng.Int64N(span))*time.Millisecond, func() {
 				s.queue.push(task{fn: func() {
+					if !s.faults.fire(faultClockJump) {
+						return
+					}
 					s.faults.note(faultClockJump)
 					s.hist(-1, "clock jumps %v", jump)
 					s.clk.Set(s.clk.Now().Add(jump))

@@ -1,0 +1,194 @@
+package sim
+
+import (
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pingcap/failpoint"
+)
+
+// enable enables the simulator failpoint name for the rest of the test.
+func enable(t *testing.T, name, terms string) {
+	t.Helper()
+	full := FailpointPrefix + name
+	if err := failpoint.Enable(full, terms); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = failpoint.Disable(full) })
+}
+
+func run1(t *testing.T, cfg Config) Report {
+	t.Helper()
+	rep, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// TestFailpointAlone: with --faults off, enabling one failpoint injects
+// that fault kind and no other.
+func TestFailpointAlone(t *testing.T) {
+	allowed := map[string][]string{
+		"crash":          {"crash", "crash-write-stored", "crash-write-lost"},
+		"publishFail":    {"publish-fail"},
+		"appendAckLost":  {"append-ack-lost"},
+		"clockJump":      {"clock-jump"},
+		"loadFail":       {"load-fail"},
+		"publishAckLost": {"publish-ack-lost"},
+	}
+	for name, kinds := range allowed {
+		t.Run(name, func(t *testing.T) {
+			enable(t, name, "return(true)")
+			fired := 0
+			for seed := uint64(1); seed <= 3; seed++ {
+				rep := run1(t, small(seed, false))
+				for k, n := range rep.Faults {
+					if !contains(kinds, k) {
+						t.Errorf("seed %d: only %s enabled, yet %s=%d (faults %v)", seed, name, k, n, rep.Faults)
+					}
+				}
+				fired += rep.Faults[kinds[0]]
+			}
+			if fired == 0 {
+				t.Errorf("%s enabled, never fired", name)
+			}
+		})
+	}
+}
+
+func contains(s []string, x string) bool {
+	for _, y := range s {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// TestFailpointRates: a failpoint's value sets its rate, with --faults on
+// (overriding the default) and off.
+func TestFailpointRates(t *testing.T) {
+	def := run1(t, small(5, true))
+	if def.Faults["publish-fail"] == 0 || def.Faults["append-lost"] == 0 || def.Crashes == 0 {
+		t.Fatalf("default rates inject too little: %v", def.Faults)
+	}
+
+	t.Run("raised", func(t *testing.T) {
+		enable(t, "publishFail", `return("0.3")`)
+		rep := run1(t, small(5, true))
+		if rep.Faults["publish-fail"] < 5*def.Faults["publish-fail"] {
+			t.Errorf("publish-fail at 30%%: %d, at the default 2%%: %d", rep.Faults["publish-fail"], def.Faults["publish-fail"])
+		}
+	})
+	t.Run("percent", func(t *testing.T) {
+		enable(t, "appendFail", `return("20%")`)
+		rep := run1(t, small(5, false))
+		if rep.Faults["append-lost"] < 5*def.Faults["append-lost"] || len(rep.Faults) != 1 {
+			t.Errorf("append-lost at 20%%: %v, at the default 1%%: %d", rep.Faults, def.Faults["append-lost"])
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		enable(t, "appendFail", "return(false)")
+		enable(t, "crash", "off")
+		rep := run1(t, small(5, true))
+		if rep.Faults["append-lost"] != 0 || rep.Crashes != 0 || rep.Faults["publish-fail"] == 0 {
+			t.Errorf("appendFail and crash off: %v, %d crashes", rep.Faults, rep.Crashes)
+		}
+	})
+}
+
+// TestFailpointCrashRate: crash's value is the probability that a planned
+// crash happens.
+func TestFailpointCrashRate(t *testing.T) {
+	planned, happened := 0, 0
+	for seed := uint64(1); seed <= 6; seed++ {
+		planned += run1(t, small(seed, true)).Crashes
+	}
+	enable(t, "crash", `return("0.5")`)
+	for seed := uint64(1); seed <= 6; seed++ {
+		happened += run1(t, small(seed, true)).Crashes
+	}
+	if happened == 0 || happened >= planned {
+		t.Errorf("crash at 0.5: %d crashes of %d planned", happened, planned)
+	}
+}
+
+// TestFailpointDeterminism: the same seed and failpoints give the same
+// trace, and failpoint's own random source plays no part.
+func TestFailpointDeterminism(t *testing.T) {
+	enable(t, "publishSlow", `return("0.1")`)
+	enable(t, "crash", `return("0.5")`)
+	for _, faults := range []bool{false, true} {
+		a, b := run1(t, small(6, faults)), run1(t, small(6, faults))
+		if a.TraceHash != b.TraceHash || a.TraceEvents != b.TraceEvents {
+			t.Errorf("faults %v: hashes %x %x", faults, a.TraceHash, b.TraceHash)
+		}
+	}
+}
+
+// TestFailpointRegistry: Run leaves the registry as it found it, and keeps
+// the value of a failpoint the user enabled.
+func TestFailpointRegistry(t *testing.T) {
+	enable(t, "crash", `return("0.25")`)
+	run1(t, small(2, true))
+	for _, full := range Failpoints() {
+		desc, err := failpoint.Status(full)
+		switch {
+		case strings.HasSuffix(full, "/crash"):
+			if desc != `return("0.25")` {
+				t.Errorf("%s: %q %v", full, desc, err)
+			}
+		case err == nil:
+			t.Errorf("%s left enabled: %q", full, desc)
+		}
+	}
+}
+
+func TestFailpointBadValues(t *testing.T) {
+	for _, c := range []struct{ name, terms, want string }{
+		{"crash", "50%return(true)", "modifiers"},
+		{"crash", "return(true)->off", "modifiers"},
+		{"crash", "sleep(10)", "modifiers"},
+		{"crash", "return(5)", "probability"},
+		{"crash", `return("1.5")`, "probability"},
+		{"crash", `return("x")`, "probability"},
+		{"publishFail", `return("0.7")`, "more than 1"},
+	} {
+		t.Run(c.terms, func(t *testing.T) {
+			enable(t, c.name, c.terms)
+			if c.name == "publishFail" {
+				enable(t, "publishSlow", `return("0.4")`)
+			}
+			_, err := Run(small(1, false))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s=%s: %v", c.name, c.terms, err)
+			}
+		})
+	}
+}
+
+// TestFailpointConcurrentRuns: runs in parallel do not see each other's
+// failpoints (each reads the registry once, at its start).
+func TestFailpointConcurrentRuns(t *testing.T) {
+	want := map[bool]uint64{}
+	for _, faults := range []bool{false, true} {
+		want[faults] = run1(t, small(4, faults)).TraceHash
+	}
+	var wg sync.WaitGroup
+	for i := range 6 {
+		faults := i%2 == 1
+		wg.Go(func() {
+			rep, err := Run(small(4, faults))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if rep.TraceHash != want[faults] {
+				t.Errorf("faults %v in parallel: hash %x, alone %x", faults, rep.TraceHash, want[faults])
+			}
+		})
+	}
+	wg.Wait()
+}
