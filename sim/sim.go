@@ -103,6 +103,7 @@ var lateBins = []time.Duration{0, time.Millisecond, 10 * time.Millisecond, 100 *
 // Violation is an invariant that failed.
 type Violation struct {
 	Seed      uint64
+	Rerun     string // the command that replays this run
 	Invariant string
 	Op        int // the message's workload index; -1 if none
 	At        time.Time
@@ -119,7 +120,25 @@ func (v *Violation) Error() string {
 			b.WriteString("\n  " + h)
 		}
 	}
+	if v.Rerun != "" {
+		b.WriteString("\nrerun: " + v.Rerun)
+	}
 	return b.String()
+}
+
+// RerunCommand is the tock sim command line that replays cfg (defaults
+// filled in as Run fills them). Failpoints set through GO_FAILPOINTS are
+// part of a run too: rerun with the same environment.
+func (c Config) RerunCommand() string {
+	if err := c.normalise(); err != nil {
+		return fmt.Sprintf("(no rerun command: %v)", err)
+	}
+	faults := "off"
+	if c.Faults {
+		faults = "on"
+	}
+	return fmt.Sprintf("go run ./cmd/tock sim --seed %d --messages %d --span %s --faults %s --workload %s --slot-width %s --horizon %s --retention %s",
+		c.Seed, c.Messages, c.Span, faults, strings.Join(c.Workload, ","), c.SlotWidth, c.Horizon, c.Retention)
 }
 
 func (c *Config) normalise() error {
@@ -160,6 +179,9 @@ func Run(cfg Config) (Report, error) {
 	}
 	cfg.rates = rates
 	rep, err := run(cfg)
+	if v, ok := err.(*Violation); ok {
+		v.Rerun = cfg.RerunCommand() // the caller's config: run adjusts Faults
+	}
 	if v, ok := err.(*Violation); ok && v.Op >= 0 {
 		again := cfg
 		again.watch = v.Op

@@ -3,8 +3,10 @@ package sim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,6 +90,9 @@ func expectViolation(t *testing.T, cfg Config, invariant string) *Violation {
 	}
 	if v.Op >= 0 && len(v.History) == 0 {
 		t.Errorf("violation without the message's history: %v", v)
+	}
+	if rerun := fmt.Sprintf("\nrerun: go run ./cmd/tock sim --seed %d ", cfg.Seed); !strings.Contains(v.Error(), rerun) {
+		t.Errorf("violation lacks %q: %v", rerun, v)
 	}
 	t.Logf("caught: %v", v)
 	return v

@@ -82,10 +82,7 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 		if err != nil {
 			var v *sim.Violation
 			if errors.As(err, &v) {
-				fmt.Fprintf(stderr, "VIOLATION %v\n", err)
-				fmt.Fprintf(stderr, "rerun: tock sim --seed %d --messages %d --span %s --faults %s --workload %s --slot-width %s --horizon %s --retention %s\n",
-					seed, o.messages, formatDuration(o.span), o.faults, strings.Join(mix, ","),
-					formatDuration(o.slotWidth), formatDuration(o.horizon), formatDuration(o.retention))
+				fmt.Fprintf(stderr, "VIOLATION %v\n", err) // ends with the rerun line
 				return 1
 			}
 			fmt.Fprintf(stderr, "tock sim: %v\n", err)
