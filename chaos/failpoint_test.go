@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,9 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // faults enables all of tock's failpoints at once, in GO_FAILPOINTS
@@ -98,24 +94,7 @@ func TestFailpointsUnderLoad(t *testing.T) {
 	p.bin = bin
 	p.env = []string{"GO_FAILPOINTS=" + faults}
 	p.start()
-	nc, err := nats.Connect(p.url(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.RetryOnFailedConnect(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CHAOS", Subjects: []string{"chaos.>"}}); err != nil {
-		t.Fatal(err)
-	}
-
-	l := newLoad()
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for i := range 4 {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.run(loadCtx, nc, i, 3*time.Second) }()
-	}
+	nc, js, l, stopLoad := startLoad(t, p)
 	const kills = 2
 	for k := range kills {
 		time.Sleep(1500 * time.Millisecond)
@@ -125,7 +104,6 @@ func TestFailpointsUnderLoad(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond)
 	stopLoad()
-	wg.Wait()
 
 	// Faults stop: from here on, liveness.
 	p.kill()

@@ -121,6 +121,31 @@ func (p *proc) stop() {
 	p.cmd = nil
 }
 
+// startLoad connects to p, creates the target stream CHAOS and starts four
+// producers scheduling into it, due within 3 s of each request.
+// stopLoad stops them and waits.
+func startLoad(t *testing.T, p *proc) (nc *nats.Conn, js jetstream.JetStream, l *load, stopLoad func()) {
+	t.Helper()
+	nc, err := nats.Connect(p.url(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ = jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CHAOS", Subjects: []string{"chaos.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	l = newLoad()
+	loadCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run(loadCtx, nc, i, 3*time.Second) }()
+	}
+	return nc, js, l, func() { cancel(); wg.Wait() }
+}
+
 type acked struct {
 	id        string
 	deliverAt time.Time

@@ -4,19 +4,14 @@
 package chaos
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 var tockBin string
@@ -51,24 +46,7 @@ func TestKillNineUnderLoad(t *testing.T) {
 	}
 	p := newProc(t, "--slot-width", "1s", "--horizon", "300ms")
 	p.start()
-	nc, err := nats.Connect(p.url(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.RetryOnFailedConnect(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CHAOS", Subjects: []string{"chaos.>"}}); err != nil {
-		t.Fatal(err)
-	}
-
-	l := newLoad()
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for i := range 4 {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.run(loadCtx, nc, i, 3*time.Second) }()
-	}
+	nc, js, l, stopLoad := startLoad(t, p)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	graceful := 0
 	for k := range kills {
@@ -88,7 +66,6 @@ func TestKillNineUnderLoad(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	stopLoad()
-	wg.Wait()
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
