@@ -205,13 +205,14 @@ func TestManualConcurrent(t *testing.T) {
 			for i := range perWorker {
 				id := w*perWorker + i
 				tm := m.AfterFunc(time.Duration(i%7)*time.Millisecond, func() {
-					mu.Lock()
-					runs[id]++
-					mu.Unlock()
-					// Re-arming from f while others arm concurrently.
+					// Re-arming from f while others arm concurrently; counted
+					// as run only afterwards, so the wait below covers it.
 					if id%5 == 0 {
 						m.AfterFunc(time.Millisecond, func() {})
 					}
+					mu.Lock()
+					runs[id]++
+					mu.Unlock()
 				})
 				if i%3 == 0 && tm.Stop() {
 					mu.Lock()
@@ -252,6 +253,7 @@ func TestManualConcurrent(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	m.Advance(time.Hour) // the timers re-armed by goroutine-run f's
 	mu.Lock()
 	defer mu.Unlock()
 	for id := range workers * perWorker {
