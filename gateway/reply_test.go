@@ -21,26 +21,19 @@ func jsonOf(t *testing.T, v any) string {
 	return string(b)
 }
 
-func TestScheduleReply(t *testing.T) {
-	rec := slot.Record{ID: testID, Target: "orders.remind", DeliverAt: ms("2026-11-21T10:05:00.250Z"), State: slot.Pending}
-	tests := []struct {
-		name    string
-		res     slot.Result
-		want    string
-		wantErr *Error
-	}{
-		{
-			name: "ok",
-			res:  slot.Result{Status: slot.OK, Record: rec},
-			want: `{"id":"` + testID.String() + `","target":"orders.remind","deliver_at":"2026-11-21T10:05:00.250Z"}`,
-		},
-		{name: "unavailable", res: slot.Result{Status: slot.Unavailable}, wantErr: &Error{Code: 503, Description: "journal cannot take writes; retry"}},
-		{name: "not found makes no sense", res: slot.Result{Status: slot.NotFound}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered schedule with unexpected status 2"}},
-		{name: "zero status", res: slot.Result{}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered schedule with unexpected status 0"}},
-		{name: "ok without id", res: slot.Result{Status: slot.OK}, wantErr: &Error{Code: 500, Description: "internal error: scheduler accepted a message without an id"}},
-	}
+// replyCase is one result and the reply it must turn into: JSON text, or
+// an error from the catalogue.
+type replyCase struct {
+	name    string
+	res     slot.Result
+	want    string
+	wantErr *Error
+}
+
+func checkReplies(t *testing.T, tests []replyCase, reply func(slot.Result) (any, *Error)) {
+	t.Helper()
 	for _, tt := range tests {
-		got, gotErr := ScheduleReply(tt.res)
+		got, gotErr := reply(tt.res)
 		if diff := cmp.Diff(tt.wantErr, gotErr); diff != "" {
 			t.Errorf("%s: error (-want +got):\n%s", tt.name, diff)
 			continue
@@ -53,14 +46,25 @@ func TestScheduleReply(t *testing.T) {
 	}
 }
 
+func TestScheduleReply(t *testing.T) {
+	rec := slot.Record{ID: testID, Target: "orders.remind", DeliverAt: ms("2026-11-21T10:05:00.250Z"), State: slot.Pending}
+	tests := []replyCase{
+		{
+			name: "ok",
+			res:  slot.Result{Status: slot.OK, Record: rec},
+			want: `{"id":"` + testID.String() + `","target":"orders.remind","deliver_at":"2026-11-21T10:05:00.250Z"}`,
+		},
+		{name: "unavailable", res: slot.Result{Status: slot.Unavailable}, wantErr: &Error{Code: 503, Description: "journal cannot take writes; retry"}},
+		{name: "not found makes no sense", res: slot.Result{Status: slot.NotFound}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered schedule with unexpected status 2"}},
+		{name: "zero status", res: slot.Result{}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered schedule with unexpected status 0"}},
+		{name: "ok without id", res: slot.Result{Status: slot.OK}, wantErr: &Error{Code: 500, Description: "internal error: scheduler accepted a message without an id"}},
+	}
+	checkReplies(t, tests, func(res slot.Result) (any, *Error) { return ScheduleReply(res) })
+}
+
 func TestCancelReply(t *testing.T) {
 	id := testID.String()
-	tests := []struct {
-		name    string
-		res     slot.Result
-		want    string
-		wantErr *Error
-	}{
+	tests := []replyCase{
 		{name: "ok", res: slot.Result{Status: slot.OK}, want: `{"id":"` + id + `","state":"cancelled"}`},
 		{name: "not found", res: slot.Result{Status: slot.NotFound}, wantErr: &Error{Code: 404, Description: `no message with id "` + id + `"`}},
 		{
@@ -81,18 +85,7 @@ func TestCancelReply(t *testing.T) {
 		{name: "unavailable", res: slot.Result{Status: slot.Unavailable}, wantErr: &Error{Code: 503, Description: "journal cannot take writes; retry"}},
 		{name: "unexpected", res: slot.Result{Status: 9}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered cancel with unexpected status 9"}},
 	}
-	for _, tt := range tests {
-		got, gotErr := CancelReply(testID, tt.res)
-		if diff := cmp.Diff(tt.wantErr, gotErr); diff != "" {
-			t.Errorf("%s: error (-want +got):\n%s", tt.name, diff)
-			continue
-		}
-		if gotErr == nil {
-			if got := jsonOf(t, got); got != tt.want {
-				t.Errorf("%s: got %s\nwant %s", tt.name, got, tt.want)
-			}
-		}
-	}
+	checkReplies(t, tests, func(res slot.Result) (any, *Error) { return CancelReply(testID, res) })
 }
 
 func TestGetReply(t *testing.T) {
@@ -101,12 +94,7 @@ func TestGetReply(t *testing.T) {
 		return slot.Record{ID: testID, Target: "a.b", DeliverAt: ms("2026-11-21T10:05:00.250Z"), State: st, DoneAt: done}
 	}
 	head := `{"id":"` + id + `","target":"a.b","deliver_at":"2026-11-21T10:05:00.250Z",`
-	tests := []struct {
-		name    string
-		res     slot.Result
-		want    string
-		wantErr *Error
-	}{
+	tests := []replyCase{
 		{name: "pending", res: slot.Result{Status: slot.OK, Record: rec(slot.Pending, 0)}, want: head + `"state":"pending"}`},
 		{name: "delivering", res: slot.Result{Status: slot.OK, Record: rec(slot.Delivering, 0)}, want: head + `"state":"delivering"}`},
 		{
@@ -124,18 +112,7 @@ func TestGetReply(t *testing.T) {
 		{name: "conflict makes no sense", res: slot.Result{Status: slot.Conflict}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered get with unexpected status 3"}},
 		{name: "unknown state", res: slot.Result{Status: slot.OK, Record: rec(7, 0)}, wantErr: &Error{Code: 500, Description: "internal error: scheduler reported state 7"}},
 	}
-	for _, tt := range tests {
-		got, gotErr := GetReply(testID, tt.res)
-		if diff := cmp.Diff(tt.wantErr, gotErr); diff != "" {
-			t.Errorf("%s: error (-want +got):\n%s", tt.name, diff)
-			continue
-		}
-		if gotErr == nil {
-			if got := jsonOf(t, got); got != tt.want {
-				t.Errorf("%s: got %s\nwant %s", tt.name, got, tt.want)
-			}
-		}
-	}
+	checkReplies(t, tests, func(res slot.Result) (any, *Error) { return GetReply(testID, res) })
 }
 
 func TestErrorBody(t *testing.T) {
