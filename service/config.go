@@ -26,6 +26,13 @@ type Config struct {
 	SlotWidth time.Duration
 	// Horizon is how long before its start a slot is loaded into memory.
 	Horizon time.Duration
+	// SyncAlways makes the embedded server fsync every JetStream write
+	// before acknowledging it, so an acknowledged message survives an OS
+	// crash or power loss. Without it JetStream fsyncs every 2 minutes
+	// and acknowledged writes survive a process crash (kill -9) only.
+	// The journal's group commit keeps one write per batch, not per
+	// message. Ignored with NATSURL (that server's sync_interval rules).
+	SyncAlways bool
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }

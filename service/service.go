@@ -113,6 +113,7 @@ func startServer(cfg Config) (*server.Server, error) {
 		StoreDir:   cfg.DataDir,
 		MaxPayload: embeddedMaxPayload,
 		NoSigs:     true,
+		SyncAlways: cfg.SyncAlways,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configure embedded NATS server: %w", err)

@@ -499,3 +499,15 @@ func TestBusyPortFailsAtOnce(t *testing.T) {
 		t.Errorf("took %v to notice the busy port: %v", waited, err)
 	}
 }
+
+// --sync always must reach the embedded server's JetStream config (it is
+// server-wide), and the default must leave JetStream's interval flush.
+func TestSyncAlwaysReachesTheServer(t *testing.T) {
+	for _, always := range []bool{false, true} {
+		h := start(t, Config{SyncAlways: always})
+		if got := h.svc.ns.JetStreamConfig().SyncAlways; got != always {
+			t.Errorf("SyncAlways %v: server has sync_always %v", always, got)
+		}
+		h.down()
+	}
+}

@@ -221,13 +221,14 @@ func TestParseServe(t *testing.T) {
 		"--data", "/var/lib/tock", "--nats-listen", "0.0.0.0:-1", "--max-delay", "30d",
 		"--max-payload", "1MiB", "--retention", "1d12h", "--slot-width", "30s", "--horizon", "2s",
 		"--log-level", "debug", "--log-format", "json", "--pprof", "127.0.0.1:6060", "--shutdown-timeout", "3s",
+		"--sync", "always",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want = service.Config{
 		DataDir: "/var/lib/tock", Listen: "0.0.0.0:-1", MaxDelay: 30 * 24 * time.Hour, MaxPayload: 1 << 20,
-		Retention: 36 * time.Hour, SlotWidth: 30 * time.Second, Horizon: 2 * time.Second,
+		Retention: 36 * time.Hour, SlotWidth: 30 * time.Second, Horizon: 2 * time.Second, SyncAlways: true,
 	}
 	if diff := cmp.Diff(want, o.cfg); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
@@ -262,6 +263,7 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--max-payload", "big"}, "invalid size"},
 		{[]string{"--log-level", "loud"}, "log-level"},
 		{[]string{"--log-format", "xml"}, "want text or json"},
+		{[]string{"--sync", "sometimes"}, "want interval or always"},
 		{[]string{"--nats-listen", "4222"}, "want host:port"},
 		{[]string{"--data", ""}, "--data must not be empty"},
 		{[]string{"extra"}, `unexpected argument "extra"`},

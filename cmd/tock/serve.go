@@ -23,6 +23,7 @@ type serveOpts struct {
 	logFormat       string
 	pprofAddr       string
 	shutdownTimeout time.Duration
+	sync            string
 	set             map[string]bool // flags given on the command line
 }
 
@@ -37,6 +38,7 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 	fs.Var(newDurationValue(&c.Retention, service.DefaultRetention), "retention", "keep delivered and cancelled messages queryable for this `duration`")
 	fs.Var(newDurationValue(&c.SlotWidth, service.DefaultSlotWidth), "slot-width", "one slot actor owns this `duration` of deliver times")
 	fs.Var(newDurationValue(&c.Horizon, service.DefaultHorizon), "horizon", "load a slot this `duration` before it starts")
+	fs.StringVar(&o.sync, "sync", "interval", "when the embedded server fsyncs: `mode` interval (every 2 minutes; survives kill -9) or always (before each acknowledgement; survives power loss)")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on `host:port` under /debug/pprof/")
@@ -79,6 +81,13 @@ func parseServe(args []string) (*serveOpts, error) {
 			return nil, usagef("--data must not be empty")
 		}
 	}
+	switch o.sync {
+	case "interval":
+	case "always":
+		c.SyncAlways = true
+	default:
+		return nil, usagef("--sync %q: want interval or always", o.sync)
+	}
 	switch o.logFormat {
 	case "text", "json":
 	default:
@@ -104,8 +113,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	log := newLogger(stderr, o.logFormat, o.logLevel)
 	slog.SetDefault(log)
 	o.cfg.Logger = log
-	if o.cfg.NATSURL != "" && (o.set["data"] || o.set["nats-listen"]) {
-		log.Warn("--data and --nats-listen are ignored with --nats-url")
+	if o.cfg.NATSURL != "" && (o.set["data"] || o.set["nats-listen"] || o.set["sync"]) {
+		log.Warn("--data, --nats-listen and --sync are ignored with --nats-url")
 	}
 
 	if o.pprofAddr != "" {
@@ -126,7 +135,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if cfg.NATSURL != "" {
 		attrs = append(attrs, "nats_url", cfg.NATSURL)
 	} else {
-		attrs = append(attrs, "data", cfg.DataDir, "nats_listen", cfg.Listen)
+		attrs = append(attrs, "data", cfg.DataDir, "nats_listen", cfg.Listen, "sync", o.sync)
 	}
 	log.Info("tock starting", attrs...)
 	svc, err := service.Start(ctx, cfg)
