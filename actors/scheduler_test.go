@@ -422,3 +422,31 @@ func TestIdsDoNotRepeatAfterRestart(t *testing.T) {
 		t.Errorf("get second = %+v, want target b", got)
 	}
 }
+
+// TestStoredMessageFiresWhileAnAppendIsHeld: a message whose Scheduled
+// event is durable is handed to the publisher at its time even while the
+// slot's next append (here a cancel) is outstanding; only deliveries of
+// messages not yet durable wait for the journal.
+func TestStoredMessageFiresWhileAnAppendIsHeld(t *testing.T) {
+	h := newHarness(t, defaultConfig())
+	h.start()
+	at := ms(500 * time.Millisecond)
+	stored := h.mustSchedule("stored", at)
+	other := h.mustSchedule("other", ms(900*time.Millisecond))
+
+	h.holdCompletions()
+	cancelled := make(chan slot.Result, 1)
+	h.s.Cancel(other.ID, func(r slot.Result) { cancelled <- r })
+	eventually(t, "the cancel's append", func() bool { return h.heldCompletions() == 1 })
+
+	h.advanceTo(at)
+	eventually(t, "the stored message's delivery", func() bool { return h.pub.count() == 1 })
+	if diff := cmp.Diff([]msgid.ID{stored.ID}, h.pub.ids()); diff != "" {
+		t.Errorf("deliveries (-want +got):\n%s", diff)
+	}
+	h.noReply(cancelled, "before the cancel's append completed")
+	h.releaseCompletions()
+	if r := h.await(cancelled); r.Status != slot.OK || r.Record.State != slot.Cancelled {
+		t.Errorf("cancel = %+v, want cancelled", r)
+	}
+}

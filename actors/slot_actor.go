@@ -10,6 +10,7 @@ import (
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/clock"
 	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
 )
 
 // Messages a slot actor receives besides the router's commands.
@@ -42,6 +43,11 @@ type slotActor struct {
 	sealed    int          // queue[:sealed] is covered by the append in flight
 	appending bool
 	lastSeq   uint64 // sequence of the slot's last stored record
+	// unstored holds the ids whose Scheduled event is queued or in flight,
+	// not yet durable. Only their deliveries wait in the queue: any other
+	// delivery rests on a stored Scheduled event alone, so it goes out at
+	// once instead of behind the Fired and Cancelled appends in flight.
+	unstored map[msgid.ID]struct{}
 
 	timer     clock.Timer
 	timerAt   int64
@@ -112,6 +118,7 @@ func (a *slotActor) load() {
 	}
 	a.lastSeq = seq
 	a.queue, a.sealed, a.appending = nil, 0, false
+	clear(a.unstored)
 	a.env.stats.loads.Add(1)
 }
 
@@ -121,6 +128,15 @@ func (a *slotActor) step(in slot.Input) {
 	now := a.now()
 	a.core.Step(now, in)
 	rd := a.core.Ready()
+	for _, ev := range rd.Events {
+		if ev.Kind == journal.Scheduled {
+			if a.unstored == nil {
+				a.unstored = make(map[msgid.ID]struct{})
+			}
+			a.unstored[ev.ID] = struct{}{}
+		}
+	}
+	rd.Deliveries = a.deliverStored(rd.Deliveries)
 	if !rd.IsEmpty() {
 		a.queue = append(a.queue, rd)
 		a.pump()
@@ -173,6 +189,13 @@ func (a *slotActor) onAppended(m *appended) {
 	a.queue = a.queue[a.sealed:]
 	a.sealed, a.appending = 0, false
 	for _, rd := range done {
+		for _, ev := range rd.Events {
+			if ev.Kind == journal.Scheduled {
+				delete(a.unstored, ev.ID)
+			}
+		}
+	}
+	for _, rd := range done {
 		a.perform(rd)
 	}
 	a.pump()
@@ -186,8 +209,30 @@ func (a *slotActor) perform(rd slot.Ready) {
 	for _, ev := range rd.Events {
 		a.env.stats.count(ev.Kind)
 	}
+	a.publish(rd.Deliveries)
+}
+
+// deliverStored hands out the deliveries whose Scheduled event is durable
+// and returns the others, which wait in the queue with their Ready.
+func (a *slotActor) deliverStored(ds []slot.Delivery) []slot.Delivery {
+	if len(a.unstored) == 0 {
+		a.publish(ds)
+		return nil
+	}
+	var wait []slot.Delivery
+	for i, d := range ds {
+		if _, ok := a.unstored[d.ID]; ok {
+			wait = append(wait, d)
+		} else {
+			a.publish(ds[i : i+1])
+		}
+	}
+	return wait
+}
+
+func (a *slotActor) publish(ds []slot.Delivery) {
 	self, root := a.self, a.env.system.Root
-	for _, d := range rd.Deliveries {
+	for _, d := range ds {
 		id := d.ID
 		a.env.publisher.Publish(d, func() {
 			root.Send(self, &published{in: slot.Published{ID: id}})
