@@ -1,0 +1,254 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tockd/tock/actors/slot"
+	"github.com/tockd/tock/clock"
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
+)
+
+// env is a real embedded JetStream server, a connection for the
+// publisher under test and one for the test's own checks.
+type env struct {
+	t      *testing.T
+	nc, tc *nats.Conn
+	js     jetstream.JetStream
+	p      *Publisher
+}
+
+func newEnv(t *testing.T, cfg Config) *env {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	e := &env{t: t}
+	for _, c := range []**nats.Conn{&e.nc, &e.tc} {
+		if *c, err = nats.Connect(s.ClientURL()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup((*c).Close)
+	}
+	if e.js, err = jetstream.New(e.tc); err != nil {
+		t.Fatal(err)
+	}
+	if e.p, err = New(e.nc, clock.Real{}, cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.p.Close)
+	return e
+}
+
+func (e *env) stream(cfg jetstream.StreamConfig) jetstream.Stream {
+	e.t.Helper()
+	s, err := e.js.CreateStream(context.Background(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// confirmations counts done calls per id.
+type confirmations struct {
+	mu   sync.Mutex
+	seen map[msgid.ID]int
+}
+
+func (c *confirmations) done(id msgid.ID) func() {
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.seen == nil {
+			c.seen = map[msgid.ID]int{}
+		}
+		c.seen[id]++
+	}
+}
+
+func (c *confirmations) wait(t *testing.T, n int) map[msgid.ID]int {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c.mu.Lock()
+		got := len(c.seen)
+		c.mu.Unlock()
+		if got >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d deliveries confirmed", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // let a second confirmation show
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen
+}
+
+func delivery(i int, target string) slot.Delivery {
+	at := int64(1_800_000_000_000 + i)
+	return slot.Delivery{
+		ID: msgid.New(at, uint64(i+1)), Target: target, DeliverAt: at,
+		Header: journal.Header{"K": {"v", fmt.Sprint(i)}}, Body: []byte(fmt.Sprintf("body %d", i)),
+	}
+}
+
+// Every delivery to a stream target is stored once, with tock's headers,
+// and confirmed exactly once — well past MaxAckPending in flight.
+func TestStreamTargetIsPubAcked(t *testing.T) {
+	e := newEnv(t, Config{MaxAckPending: 64})
+	s := e.stream(jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}})
+	const n = 2000
+	var c confirmations
+	for i := range n {
+		d := delivery(i, "t.s")
+		e.p.Publish(d, c.done(d.ID))
+	}
+	for id, k := range c.wait(t, n) {
+		if k != 1 {
+			t.Errorf("%v confirmed %d times", id, k)
+		}
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, n)
+	}
+	m, err := s.GetMsg(context.Background(), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := delivery(7, "t.s")
+	want := map[string]string{
+		HeaderID: d.ID.String(), jetstream.MsgIDHeader: d.ID.String(),
+		HeaderDeliverAt: time.UnixMilli(d.DeliverAt).UTC().Format(TimeFormat),
+	}
+	for k, v := range want {
+		if got := m.Header.Get(k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+	if got := m.Header.Values("K"); len(got) != 2 || got[0] != "v" || got[1] != "7" {
+		t.Errorf("header K = %q", got)
+	}
+	if string(m.Data) != "body 7" {
+		t.Errorf("body %q", m.Data)
+	}
+}
+
+// A JetStream error reply (here: the stream is full) is not a
+// confirmation: the publish is retried until the stream takes it.
+func TestStreamErrorIsRetried(t *testing.T) {
+	e := newEnv(t, Config{MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	s := e.stream(jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, MaxMsgs: 1, Discard: jetstream.DiscardNew})
+	if _, err := e.js.Publish(context.Background(), "t.s", []byte("filler")); err != nil {
+		t.Fatal(err)
+	}
+	var c confirmations
+	d := delivery(1, "t.s")
+	e.p.Publish(d, c.done(d.ID))
+	time.Sleep(100 * time.Millisecond)
+	c.mu.Lock()
+	early := len(c.seen)
+	c.mu.Unlock()
+	if early != 0 {
+		t.Fatal("confirmed while the stream refused it")
+	}
+	if err := s.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.wait(t, 1)
+	m, err := s.GetLastMsgForSubject(context.Background(), "t.s")
+	if err != nil || m.Header.Get(HeaderID) != d.ID.String() {
+		t.Fatalf("stored %v, %v", m, err)
+	}
+}
+
+// A stream that went away after the capture lookup answers with no
+// responders: the publisher looks again and, finding no stream, falls
+// back to a core publish — at once, not after the ack timeout.
+func TestVanishedStreamFallsBackToCore(t *testing.T) {
+	e := newEnv(t, Config{MinBackoff: 5 * time.Millisecond, AckTimeout: time.Minute})
+	e.stream(jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}})
+	var c confirmations
+	d := delivery(1, "t.s")
+	e.p.Publish(d, c.done(d.ID))
+	c.wait(t, 1) // the capture is cached now
+
+	if err := e.js.DeleteStream(context.Background(), "T"); err != nil {
+		t.Fatal(err)
+	}
+	d2 := delivery(2, "t.s")
+	e.p.Publish(d2, c.done(d2.ID))
+	c.wait(t, 2) // within the wait's 20 s, far below AckTimeout
+	e.p.mu.Lock()
+	cached := e.p.streams["t.s"]
+	e.p.mu.Unlock()
+	if cached.stream {
+		t.Error("the vanished stream is still cached as capturing t.s")
+	}
+}
+
+// A target no stream captures gets a core publish, confirmed at once.
+func TestCoreTarget(t *testing.T) {
+	e := newEnv(t, Config{})
+	sub, err := e.tc.SubscribeSync("core.s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var c confirmations
+	d := delivery(3, "core.s")
+	e.p.Publish(d, c.done(d.ID))
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get(HeaderID) != d.ID.String() || string(m.Data) != "body 3" {
+		t.Errorf("got %v %q", m.Header, m.Data)
+	}
+	c.wait(t, 1)
+}
+
+func TestPubAckError(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		msg    *nats.Msg
+		wantOK bool
+	}{
+		{"puback", &nats.Msg{Data: []byte(`{"stream":"T","seq":12}`)}, true},
+		{"duplicate", &nats.Msg{Data: []byte(`{"stream":"T","seq":12,"duplicate":true}`)}, true},
+		{"api error", &nats.Msg{Data: []byte(`{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`)}, false},
+		{"no responders", &nats.Msg{Header: nats.Header{"Status": {"503"}}}, false},
+		{"empty", &nats.Msg{}, false},
+		{"garbage", &nats.Msg{Data: []byte(`hello`)}, false},
+		{"broken error", &nats.Msg{Data: []byte(`{"error":`)}, false},
+	} {
+		err := pubAckError(tc.msg)
+		if (err == nil) != tc.wantOK {
+			t.Errorf("%s: err %v, want ok %v", tc.name, err, tc.wantOK)
+		}
+	}
+}
