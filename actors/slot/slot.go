@@ -20,8 +20,6 @@
 package slot
 
 import (
-	"container/heap"
-
 	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/msgid"
 )
@@ -114,18 +112,11 @@ func (r Ready) IsEmpty() bool {
 	return len(r.Events) == 0 && len(r.Replies) == 0 && len(r.Deliveries) == 0
 }
 
-type entry struct {
-	Record
-	header journal.Header
-	body   []byte
-}
-
 // Slot is one time slot's state. Not safe for concurrent use.
 type Slot struct {
 	cfg      Config
-	entries  map[msgid.ID]*entry
-	due      dueHeap // pending entries; cancelled ones are skipped when popped
-	pending  int     // entries in state Pending
+	st       store // the messages; st.due holds pending ones, cancelled ones are skipped when popped
+	pending  int   // entries in state Pending
 	inFlight int     // entries in state Delivering
 	closed   bool    // a Closed event ends the log and nothing happened since
 	closedAt int64   // At of that Closed event
@@ -140,7 +131,9 @@ func New(cfg Config) *Slot {
 	if cfg.MaxPerStep <= 0 {
 		cfg.MaxPerStep = DefaultMaxPerStep
 	}
-	return &Slot{cfg: cfg, entries: make(map[msgid.ID]*entry)}
+	s := &Slot{cfg: cfg}
+	s.st.init()
+	return s
 }
 
 // Start and End bound the slot's deliver times, Unix ms: [Start, End).
@@ -149,7 +142,7 @@ func (s *Slot) End() int64   { return (s.cfg.Index + 1) * s.cfg.Width }
 
 // Len is the number of messages held, including delivered and cancelled
 // ones kept for queries.
-func (s *Slot) Len() int { return len(s.entries) }
+func (s *Slot) Len() int { return len(s.st.entries) }
 
 // Pending is the number of messages not yet delivered or cancelled.
 func (s *Slot) Pending() int { return s.pending + s.inFlight }
@@ -159,7 +152,7 @@ func (s *Slot) InFlight() int { return s.inFlight }
 
 // Done reports whether the slot is finished: its Closed event is the last
 // thing that happened, so nothing remains to deliver and it may leave memory.
-func (s *Slot) Done() bool { return s.closed || (len(s.entries) == 0 && s.Pending() == 0) }
+func (s *Slot) Done() bool { return s.closed || (len(s.st.entries) == 0 && s.Pending() == 0) }
 
 // ClosedAt is when the slot closed (Unix ms), if Done after a Closed event.
 func (s *Slot) ClosedAt() int64 { return s.closedAt }
@@ -170,14 +163,19 @@ func (s *Slot) ClosedAt() int64 { return s.closedAt }
 func (s *Slot) Recover(ev journal.Event) {
 	switch ev.Kind {
 	case journal.Scheduled:
-		s.add(ev)
+		if _, ok := s.st.lookup(ev.ID); !ok {
+			s.st.due.append(s.st.add(ev))
+			s.pending++
+		}
 	case journal.Cancelled:
-		if e := s.entries[ev.ID]; e != nil && e.State == Pending {
+		if e := s.entry(ev.ID); e != nil && e.state == Pending {
 			s.finish(e, Cancelled, ev.At)
+			s.st.compact() // a reload of a finished slot keeps no bodies
 		}
 	case journal.Fired:
-		if e := s.entries[ev.ID]; e != nil && e.State == Pending {
+		if e := s.entry(ev.ID); e != nil && e.state == Pending {
 			s.finish(e, Delivered, ev.At)
+			s.st.compact()
 		}
 	case journal.Closed:
 		s.closed, s.closedAt = true, ev.At
@@ -193,7 +191,7 @@ func (s *Slot) Step(now int64, in Input) {
 	case Schedule:
 		s.schedule(in)
 	case Adopt:
-		if s.entries[in.Event.ID] == nil {
+		if s.entry(in.Event.ID) == nil {
 			s.add(in.Event)
 			s.closed = false
 		}
@@ -217,8 +215,18 @@ func (s *Slot) Ready() Ready {
 	return rd
 }
 
+// entry returns the message with id, or nil. The pointer is valid until
+// the next add.
+func (s *Slot) entry(id msgid.ID) *entry {
+	i, ok := s.st.lookup(id)
+	if !ok {
+		return nil
+	}
+	return &s.st.entries[i]
+}
+
 func (s *Slot) schedule(in Schedule) {
-	if e := s.entries[in.Event.ID]; e != nil {
+	if e := s.entry(in.Event.ID); e != nil {
 		s.reply(in.To, OK, e)
 		return
 	}
@@ -229,22 +237,22 @@ func (s *Slot) schedule(in Schedule) {
 }
 
 func (s *Slot) cancel(now int64, in Cancel) {
-	e := s.entries[in.ID]
+	e := s.entry(in.ID)
 	switch {
 	case e == nil:
 		s.ready.Replies = append(s.ready.Replies, Reply{To: in.To, Result: Result{Status: NotFound, Record: Record{ID: in.ID}}})
-	case e.State != Pending:
+	case e.state != Pending:
 		s.reply(in.To, Conflict, e)
 	default:
 		s.finish(e, Cancelled, now)
 		s.closed = false
-		s.ready.Events = append(s.ready.Events, journal.Event{Kind: journal.Cancelled, ID: e.ID, At: now})
+		s.ready.Events = append(s.ready.Events, journal.Event{Kind: journal.Cancelled, ID: e.id, At: now})
 		s.reply(in.To, OK, e)
 	}
 }
 
 func (s *Slot) get(in Get) {
-	if e := s.entries[in.ID]; e != nil {
+	if e := s.entry(in.ID); e != nil {
 		s.reply(in.To, OK, e)
 		return
 	}
@@ -252,8 +260,8 @@ func (s *Slot) get(in Get) {
 }
 
 func (s *Slot) delivered(now int64, id msgid.ID) {
-	e := s.entries[id]
-	if e == nil || (e.State != Delivering && e.State != Pending) {
+	e := s.entry(id)
+	if e == nil || (e.state != Delivering && e.state != Pending) {
 		return // a confirmation for a message already settled: nothing to record
 	}
 	// Pending happens after a reset: the delivery handed out by the old
@@ -266,26 +274,27 @@ func (s *Slot) delivered(now int64, id msgid.ID) {
 // fire hands out due messages in (deliver time, acceptance) order.
 func (s *Slot) fire(now int64) {
 	for n := 0; n < s.cfg.MaxPerStep && s.inFlight < s.cfg.MaxInFlight; {
-		e := s.due.peek()
-		if e == nil || e.DeliverAt > now {
+		i := s.st.due.peek()
+		if i < 0 || s.st.entries[i].deliverAt > now {
 			return
 		}
-		heap.Pop(&s.due)
-		if e.State != Pending {
+		s.st.due.pop()
+		e := &s.st.entries[i]
+		if e.state != Pending {
 			continue // cancelled while queued
 		}
-		e.State = Delivering
+		e.state = Delivering
 		s.pending--
 		s.inFlight++
 		s.ready.Deliveries = append(s.ready.Deliveries, Delivery{
-			ID: e.ID, Target: e.Target, DeliverAt: e.DeliverAt, Header: e.header, Body: e.body,
+			ID: e.id, Target: s.st.targets[e.target], DeliverAt: e.deliverAt, Header: s.st.header(e), Body: s.st.body(e),
 		})
 		n++
 	}
 }
 
 func (s *Slot) maybeClose(now int64) {
-	if s.closed || now < s.End() || s.Pending() > 0 || len(s.entries) == 0 {
+	if s.closed || now < s.End() || s.Pending() > 0 || len(s.st.entries) == 0 {
 		return
 	}
 	s.closed, s.closedAt = true, now
@@ -297,75 +306,45 @@ func (s *Slot) wakeAt(now int64) int64 {
 		return 0 // confirmations wake it
 	}
 	for {
-		e := s.due.peek()
-		if e == nil {
+		i := s.st.due.peek()
+		if i < 0 {
 			break
 		}
-		if e.State != Pending {
-			heap.Pop(&s.due) // drop cancelled entries so the timer is not armed for them
+		if e := &s.st.entries[i]; e.state != Pending {
+			s.st.due.pop() // drop cancelled entries so the timer is not armed for them
 			continue
+		} else {
+			return max(e.deliverAt, now)
 		}
-		return max(e.DeliverAt, now)
 	}
-	if s.closed || len(s.entries) == 0 || s.inFlight > 0 {
+	if s.closed || len(s.st.entries) == 0 || s.inFlight > 0 {
 		return 0
 	}
 	return max(s.End(), now) // close the slot when its time is over
 }
 
 func (s *Slot) add(ev journal.Event) *entry {
-	if e := s.entries[ev.ID]; e != nil {
+	if e := s.entry(ev.ID); e != nil {
 		return e
 	}
-	e := &entry{
-		Record: Record{ID: ev.ID, Target: ev.Target, DeliverAt: ev.DeliverAt, State: Pending},
-		header: ev.Header,
-		body:   ev.Body,
-	}
-	s.entries[ev.ID] = e
-	heap.Push(&s.due, e)
+	i := s.st.add(ev)
+	s.st.due.push(i)
 	s.pending++
-	return e
+	return &s.st.entries[i]
 }
 
 // finish settles e; body and headers are dropped, the record stays for queries.
 func (s *Slot) finish(e *entry, st State, at int64) {
-	switch e.State {
+	switch e.state {
 	case Pending:
 		s.pending--
 	case Delivering:
 		s.inFlight--
 	}
-	e.State, e.DoneAt = st, at
-	e.header, e.body = nil, nil
+	e.state, e.doneAt = st, at
+	s.st.drop(e)
 }
 
 func (s *Slot) reply(to any, st Status, e *entry) {
-	s.ready.Replies = append(s.ready.Replies, Reply{To: to, Result: Result{Status: st, Record: e.Record}})
-}
-
-// dueHeap orders entries by deliver time, then acceptance: exactly id order.
-type dueHeap []*entry
-
-func (h dueHeap) Len() int { return len(h) }
-func (h dueHeap) Less(i, j int) bool {
-	if h[i].DeliverAt != h[j].DeliverAt {
-		return h[i].DeliverAt < h[j].DeliverAt
-	}
-	return h[i].ID.Stamp() < h[j].ID.Stamp()
-}
-func (h dueHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *dueHeap) Push(x any)   { *h = append(*h, x.(*entry)) }
-func (h *dueHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	return e
-}
-func (h dueHeap) peek() *entry {
-	if len(h) == 0 {
-		return nil
-	}
-	return h[0]
+	s.ready.Replies = append(s.ready.Replies, Reply{To: to, Result: Result{Status: st, Record: s.st.record(e)}})
 }

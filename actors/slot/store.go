@@ -1,0 +1,257 @@
+package slot
+
+import (
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
+)
+
+// A slot may hold a million messages. They are stored without a Go
+// pointer per message: fixed-size entries in one slice, a map from id to
+// position whose key and value hold no pointers, bodies copied into large
+// byte chunks, and the due order as a heap of positions. The garbage
+// collector then has next to nothing to trace however many messages are
+// resident. With a pointer per field, every GC cycle traced each resident
+// message, and under a steady 10,000 fires/s those cycles showed up as
+// firing latency (see docs/ARCHITECTURE.md).
+
+// entry is one message; it holds no pointers.
+type entry struct {
+	id        msgid.ID
+	deliverAt int64 // Unix ms
+	doneAt    int64 // Unix ms of delivery or cancel
+	target    uint32
+	header    uint32 // position+1 in store.headers; 0: no header
+	chunk     uint32 // the body is chunks[chunk][off : off+n]
+	off, n    uint32
+	state     State
+}
+
+const (
+	chunkSize = 1 << 20
+	// Bodies above this get a chunk of their own, so a chunk wastes at
+	// most this much at its end.
+	ownChunk = 64 << 10
+	// defaultCompactMin is the dead body bytes below which the chunks
+	// are never rewritten.
+	defaultCompactMin = 64 << 20
+)
+
+type store struct {
+	entries []entry
+	index   map[msgid.ID]int32
+	targets []string // distinct targets; few per slot
+	target  map[string]uint32
+	headers []journal.Header
+	chunks  [][]byte
+	live    int // body bytes of unsettled entries
+	dead    int // body bytes of settled entries still in the chunks
+	due     dueHeap
+	// compactMin is the dead body bytes below which the chunks are never
+	// rewritten (a field so tests can lower it).
+	compactMin int
+}
+
+func (st *store) init() {
+	st.index = make(map[msgid.ID]int32)
+	st.target = make(map[string]uint32)
+	st.due.st = st
+	st.compactMin = defaultCompactMin
+}
+
+func (st *store) lookup(id msgid.ID) (int32, bool) {
+	i, ok := st.index[id]
+	return i, ok
+}
+
+// add stores a Scheduled event as a pending entry and returns its position.
+func (st *store) add(ev journal.Event) int32 {
+	t, ok := st.target[ev.Target]
+	if !ok {
+		t = uint32(len(st.targets))
+		st.targets = append(st.targets, ev.Target)
+		st.target[ev.Target] = t
+	}
+	e := entry{id: ev.ID, deliverAt: ev.DeliverAt, target: t, state: Pending}
+	if ev.Header != nil {
+		st.headers = append(st.headers, ev.Header)
+		e.header = uint32(len(st.headers))
+	}
+	e.chunk, e.off, e.n = st.keep(ev.Body)
+	st.live += int(e.n)
+	i := int32(len(st.entries))
+	st.entries = append(st.entries, e)
+	st.index[ev.ID] = i
+	return i
+}
+
+// keep copies body into the chunks.
+func (st *store) keep(body []byte) (chunk, off, n uint32) {
+	if len(body) == 0 {
+		return 0, 0, 0
+	}
+	if len(body) > ownChunk {
+		st.chunks = append(st.chunks, append([]byte(nil), body...))
+		return uint32(len(st.chunks) - 1), 0, uint32(len(body))
+	}
+	last := len(st.chunks) - 1
+	if last < 0 || cap(st.chunks[last])-len(st.chunks[last]) < len(body) {
+		st.chunks = append(st.chunks, make([]byte, 0, chunkSize))
+		last++
+	}
+	c := st.chunks[last]
+	off = uint32(len(c))
+	st.chunks[last] = append(c, body...)
+	return uint32(last), off, uint32(len(body))
+}
+
+func (st *store) body(e *entry) []byte {
+	if e.n == 0 {
+		return nil
+	}
+	return st.chunks[e.chunk][e.off : e.off+e.n : e.off+e.n]
+}
+
+func (st *store) header(e *entry) journal.Header {
+	if e.header == 0 {
+		return nil
+	}
+	return st.headers[e.header-1]
+}
+
+func (st *store) record(e *entry) Record {
+	return Record{ID: e.id, Target: st.targets[e.target], DeliverAt: e.deliverAt, State: e.state, DoneAt: e.doneAt}
+}
+
+// drop forgets a settled entry's body and header. The body's bytes stay
+// in their chunk until compact rewrites the chunks.
+func (st *store) drop(e *entry) {
+	if e.header != 0 {
+		st.headers[e.header-1] = nil
+		e.header = 0
+	}
+	st.live -= int(e.n)
+	st.dead += int(e.n)
+	e.chunk, e.off, e.n = 0, 0, 0
+}
+
+// compact rewrites the chunks with the live bodies only, once the dead
+// bytes are both large and most of the chunks: the copy costs at most a
+// quarter of what it frees, so it is cheap when it happens.
+func (st *store) compact() {
+	if st.dead < st.compactMin || st.dead < 4*st.live {
+		return
+	}
+	old := st.chunks
+	st.chunks, st.live, st.dead = nil, 0, 0
+	for i := range st.entries {
+		e := &st.entries[i]
+		if e.n == 0 {
+			continue
+		}
+		body := old[e.chunk][e.off : e.off+e.n]
+		e.chunk, e.off, e.n = st.keep(body)
+		st.live += int(e.n)
+	}
+	// Headers of settled entries are nil already; drop the slots too.
+	live := st.headers[:0]
+	for i := range st.entries {
+		e := &st.entries[i]
+		if e.header != 0 {
+			live = append(live, st.headers[e.header-1])
+			e.header = uint32(len(live))
+		}
+	}
+	clear(st.headers[len(live):])
+	st.headers = live
+}
+
+// dueHeap orders positions by deliver time, then acceptance stamp:
+// exactly id order. It is hand-rolled on int32 so that neither the heap
+// nor its operations allocate or hold pointers.
+type dueHeap struct {
+	st    *store
+	pos   []int32
+	dirty bool // appended to without ordering (recovery); fix before use
+}
+
+func (h *dueHeap) less(a, b int32) bool {
+	ea, eb := &h.st.entries[a], &h.st.entries[b]
+	if ea.deliverAt != eb.deliverAt {
+		return ea.deliverAt < eb.deliverAt
+	}
+	return ea.id.Stamp() < eb.id.Stamp()
+}
+
+// append adds i without ordering: n appends and one fix cost O(n), not
+// O(n log n) as n pushes would.
+func (h *dueHeap) append(i int32) {
+	h.pos = append(h.pos, i)
+	h.dirty = true
+}
+
+func (h *dueHeap) push(i int32) {
+	if h.dirty {
+		h.pos = append(h.pos, i)
+		return
+	}
+	h.pos = append(h.pos, i)
+	h.up(len(h.pos) - 1)
+}
+
+func (h *dueHeap) fix() {
+	if !h.dirty {
+		return
+	}
+	h.dirty = false
+	for i := len(h.pos)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+// peek returns the first position, or -1.
+func (h *dueHeap) peek() int32 {
+	h.fix()
+	if len(h.pos) == 0 {
+		return -1
+	}
+	return h.pos[0]
+}
+
+func (h *dueHeap) pop() {
+	h.fix()
+	n := len(h.pos) - 1
+	h.pos[0] = h.pos[n]
+	h.pos = h.pos[:n]
+	if n > 0 {
+		h.down(0)
+	}
+}
+
+func (h *dueHeap) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !h.less(h.pos[j], h.pos[i]) {
+			break
+		}
+		h.pos[i], h.pos[j] = h.pos[j], h.pos[i]
+		j = i
+	}
+}
+
+func (h *dueHeap) down(i int) {
+	n := len(h.pos)
+	for {
+		j := 2*i + 1
+		if j >= n {
+			return
+		}
+		if r := j + 1; r < n && h.less(h.pos[r], h.pos[j]) {
+			j = r
+		}
+		if !h.less(h.pos[j], h.pos[i]) {
+			return
+		}
+		h.pos[i], h.pos[j] = h.pos[j], h.pos[i]
+		i = j
+	}
+}
