@@ -117,9 +117,9 @@ type Slot struct {
 	cfg      Config
 	st       store // the messages; st.due holds pending ones, cancelled ones are skipped when popped
 	pending  int   // entries in state Pending
-	inFlight int     // entries in state Delivering
-	closed   bool    // a Closed event ends the log and nothing happened since
-	closedAt int64   // At of that Closed event
+	inFlight int   // entries in state Delivering
+	closed   bool  // a Closed event ends the log and nothing happened since
+	closedAt int64 // At of that Closed event
 	ready    Ready
 }
 
