@@ -113,6 +113,7 @@ func (a *slotActor) load() {
 		Index: a.index, Width: a.env.widthMs,
 		MaxInFlight: a.env.cfg.MaxInFlight, MaxPerStep: a.env.cfg.MaxPerStep,
 	})
+	a.core.Reserve(events)
 	for _, ev := range events {
 		a.core.Recover(ev)
 	}

@@ -141,18 +141,21 @@ func appendHeader(dst []byte, h Header) []byte {
 // result never aliases b: callers may reuse b. Empty Header and Body decode
 // as nil. Errors wrap ErrCorrupt.
 func DecodeRecord(b []byte) ([]Event, error) {
-	return decodeAppend(nil, b)
+	return decodeAppend(nil, b, false)
 }
 
-// decodeAppend appends the events of record b to dst.
-func decodeAppend(dst []Event, b []byte) ([]Event, error) {
+// decodeAppend appends the events of record b to dst. With alias, bodies
+// point into b instead of being copied: for a b the caller never reuses,
+// and whose reader copies what it keeps (a slot stores bodies in its own
+// chunks), the copy would be one allocation per message for nothing.
+func decodeAppend(dst []Event, b []byte, alias bool) ([]Event, error) {
 	if len(b) == 0 {
 		return dst, fmt.Errorf("%w: empty record", ErrCorrupt)
 	}
 	if b[0] != recordVersion {
 		return dst, fmt.Errorf("%w: unknown record version %d", ErrCorrupt, b[0])
 	}
-	d := decoder{b: b, off: 1}
+	d := decoder{b: b, off: 1, alias: alias}
 	for {
 		var err error
 		if dst, err = d.batch(dst); err != nil {
@@ -172,7 +175,8 @@ type decoder struct {
 	off int
 	// strs interns targets and header keys: they repeat across the events
 	// of a record, and one string per distinct value saves allocations.
-	strs map[string]string
+	strs  map[string]string
+	alias bool // bodies alias b
 }
 
 func (d *decoder) left() int { return len(d.b) - d.off }
@@ -256,7 +260,11 @@ func (d *decoder) delivery(ev *Event) error {
 	if err != nil {
 		return err
 	}
-	if len(body) > 0 {
+	switch {
+	case len(body) == 0:
+	case d.alias:
+		ev.Body = body[:len(body):len(body)]
+	default:
 		ev.Body = slices.Clone(body)
 	}
 	return nil

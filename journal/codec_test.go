@@ -210,3 +210,30 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// An aliasing decode gives the same events as a copying one, with bodies
+// that cannot be appended to in place; a copying decode does not share b.
+func TestDecodeAliasing(t *testing.T) {
+	events := bodyEvents(20, 100)
+	rec := EncodeRecord(nil, events)
+	copied, err := decodeAppend(nil, rec, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliased, err := decodeAppend(nil, rec, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(copied, aliased, equateEmpty); diff != "" {
+		t.Fatalf("aliased decode differs (-copied +aliased):\n%s", diff)
+	}
+	for _, ev := range aliased {
+		if len(ev.Body) > 0 && cap(ev.Body) != len(ev.Body) {
+			t.Fatalf("aliased body has room to grow into the record: len %d cap %d", len(ev.Body), cap(ev.Body))
+		}
+	}
+	clear(rec)
+	if diff := cmp.Diff(events, copied, equateEmpty); diff != "" {
+		t.Errorf("copied events changed with the record (-want +got):\n%s", diff)
+	}
+}

@@ -74,7 +74,8 @@ type Journal interface {
 	// are stored in call order.
 	Append(slot int64, events []Event, done func(seq uint64, err error))
 	// Load returns all stored events of slot in order, and the sequence of
-	// its last record (0 if the slot has none).
+	// its last record (0 if the slot has none). Bodies may share memory
+	// with each other: callers must not modify them.
 	Load(ctx context.Context, slot int64) ([]Event, uint64, error)
 	// Tail returns the events of slot's last record and its sequence; no
 	// events and 0 if the slot has none.

@@ -449,7 +449,8 @@ func (n *NATS) Load(ctx context.Context, slot int64) ([]Event, uint64, error) {
 	var events []Event
 	last, err := n.scan(ctx, n.subject(slot), func(seq uint64, data []byte) error {
 		var err error
-		if events, err = decodeAppend(events, data); err != nil {
+		// data is the message's own buffer, never reused: bodies may alias it.
+		if events, err = decodeAppend(events, data, true); err != nil {
 			return fmt.Errorf("load slot %d record %d: %w", slot, seq, err)
 		}
 		return nil

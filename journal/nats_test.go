@@ -129,7 +129,8 @@ func TestEncodeChunks(t *testing.T) {
 			if len(c) > max {
 				t.Errorf("max %d: chunk %d has %d bytes", max, i, len(c))
 			}
-			if got, err = decodeAppend(got, c); err != nil {
+			// Both decodings give the same events; odd chunks alias theirs.
+			if got, err = decodeAppend(got, c, i%2 == 1); err != nil {
 				t.Fatalf("max %d: chunk %d: %v", max, i, err)
 			}
 		}

@@ -157,6 +157,19 @@ func (s *Slot) Done() bool { return s.closed || (len(s.st.entries) == 0 && s.Pen
 // ClosedAt is when the slot closed (Unix ms), if Done after a Closed event.
 func (s *Slot) ClosedAt() int64 { return s.closedAt }
 
+// Reserve prepares for the recovery of events, so a large slot loads
+// without growing its tables step by step. Optional.
+func (s *Slot) Reserve(events []journal.Event) {
+	n, bodies := 0, 0
+	for i := range events {
+		if events[i].Kind == journal.Scheduled {
+			n++
+			bodies += len(events[i].Body)
+		}
+	}
+	s.st.reserve(n, bodies)
+}
+
 // Recover applies a stored event during replay. It queues no effects;
 // messages that were being delivered when the log ends are pending again
 // and fire once more (at least once, with the same id).

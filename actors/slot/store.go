@@ -43,6 +43,7 @@ type store struct {
 	target  map[string]uint32
 	headers []journal.Header
 	chunks  [][]byte
+	open    int // the chunk small bodies go to; -1: none
 	live    int // body bytes of unsettled entries
 	dead    int // body bytes of settled entries still in the chunks
 	due     dueHeap
@@ -55,7 +56,28 @@ func (st *store) init() {
 	st.index = make(map[msgid.ID]int32)
 	st.target = make(map[string]uint32)
 	st.due.st = st
+	st.open = -1
 	st.compactMin = defaultCompactMin
+}
+
+// reserve makes room for n more entries and bodies bytes of body, so a
+// load grows nothing step by step.
+func (st *store) reserve(n, bodies int) {
+	if free := cap(st.entries) - len(st.entries); free < n {
+		st.entries = append(make([]entry, 0, len(st.entries)+n), st.entries...)
+	}
+	if len(st.index) == 0 && n > 0 {
+		st.index = make(map[msgid.ID]int32, n)
+	}
+	if free := cap(st.due.pos) - len(st.due.pos); free < n {
+		st.due.pos = append(make([]int32, 0, len(st.due.pos)+n), st.due.pos...)
+	}
+	if bodies > ownChunk {
+		// One chunk for the lot, bounded so one huge slot does not ask for
+		// a single giant allocation.
+		st.chunks = append(st.chunks, make([]byte, 0, min(bodies, 64*chunkSize)))
+		st.open = len(st.chunks) - 1
+	}
 }
 
 func (st *store) lookup(id msgid.ID) (int32, bool) {
@@ -93,15 +115,14 @@ func (st *store) keep(body []byte) (chunk, off, n uint32) {
 		st.chunks = append(st.chunks, append([]byte(nil), body...))
 		return uint32(len(st.chunks) - 1), 0, uint32(len(body))
 	}
-	last := len(st.chunks) - 1
-	if last < 0 || cap(st.chunks[last])-len(st.chunks[last]) < len(body) {
+	if st.open < 0 || cap(st.chunks[st.open])-len(st.chunks[st.open]) < len(body) {
 		st.chunks = append(st.chunks, make([]byte, 0, chunkSize))
-		last++
+		st.open = len(st.chunks) - 1
 	}
-	c := st.chunks[last]
+	c := st.chunks[st.open]
 	off = uint32(len(c))
-	st.chunks[last] = append(c, body...)
-	return uint32(last), off, uint32(len(body))
+	st.chunks[st.open] = append(c, body...)
+	return uint32(st.open), off, uint32(len(body))
 }
 
 func (st *store) body(e *entry) []byte {
@@ -142,7 +163,7 @@ func (st *store) compact() {
 		return
 	}
 	old := st.chunks
-	st.chunks, st.live, st.dead = nil, 0, 0
+	st.chunks, st.open, st.live, st.dead = nil, -1, 0, 0
 	for i := range st.entries {
 		e := &st.entries[i]
 		if e.n == 0 {

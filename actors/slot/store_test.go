@@ -34,14 +34,27 @@ func storeEvent(r *rand.Rand, i int) journal.Event {
 // The store keeps every body and header intact across chunk boundaries
 // and compactions, and its heap pops in id order.
 func TestStoreKeepsBodiesAndOrder(t *testing.T) {
+	for _, reserve := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reserve=%v", reserve), func(t *testing.T) { testStore(t, reserve) })
+	}
+}
+
+func testStore(t *testing.T, reserve bool) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var st store
 	st.init()
 	st.compactMin = 1 << 10
 	const n = 5000
 	events := make([]journal.Event, n)
+	bodies := 0
 	for i := range events {
 		events[i] = storeEvent(r, i)
+		bodies += len(events[i].Body)
+	}
+	if reserve {
+		st.reserve(n, bodies)
+	}
+	for i := range events {
 		if i%2 == 0 {
 			st.due.append(st.add(events[i])) // the recovery path
 		} else {
