@@ -213,7 +213,7 @@ func TestParseServe(t *testing.T) {
 		o.cfg.SlotWidth != time.Minute || o.cfg.Horizon != 10*time.Second {
 		t.Errorf("defaults differ from the documented ones: %+v", o.cfg)
 	}
-	if o.logLevel != slog.LevelInfo || o.logFormat != "text" || o.pprofAddr != "" || o.shutdownTimeout != 10*time.Second {
+	if o.logLevel != slog.LevelInfo || o.logFormat != "text" || o.pprofAddr != "" || o.shutdownTimeout != 10*time.Second || o.gcPercent != 400 {
 		t.Errorf("defaults: %+v", o)
 	}
 
@@ -221,7 +221,7 @@ func TestParseServe(t *testing.T) {
 		"--data", "/var/lib/tock", "--nats-listen", "0.0.0.0:-1", "--max-delay", "30d",
 		"--max-payload", "1MiB", "--retention", "1d12h", "--slot-width", "30s", "--horizon", "2s",
 		"--log-level", "debug", "--log-format", "json", "--pprof", "127.0.0.1:6060", "--shutdown-timeout", "3s",
-		"--sync", "always",
+		"--sync", "always", "--gc-percent", "150",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +233,7 @@ func TestParseServe(t *testing.T) {
 	if diff := cmp.Diff(want, o.cfg); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
 	}
-	if o.logLevel != slog.LevelDebug || o.logFormat != "json" || o.pprofAddr != "127.0.0.1:6060" || o.shutdownTimeout != 3*time.Second {
+	if o.logLevel != slog.LevelDebug || o.logFormat != "json" || o.pprofAddr != "127.0.0.1:6060" || o.shutdownTimeout != 3*time.Second || o.gcPercent != 150 {
 		t.Errorf("flags: %+v", o)
 	}
 
@@ -264,6 +264,7 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--log-level", "loud"}, "log-level"},
 		{[]string{"--log-format", "xml"}, "want text or json"},
 		{[]string{"--sync", "sometimes"}, "want interval or always"},
+		{[]string{"--gc-percent", "0"}, "--gc-percent must be positive"},
 		{[]string{"--nats-listen", "4222"}, "want host:port"},
 		{[]string{"--data", ""}, "--data must not be empty"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
