@@ -6,6 +6,7 @@
 //	tock get      ID
 //	tock watch    SUBJECT                       print deliveries as they arrive
 //	tock sim      [--seed N] [--messages N] [--span D] [--faults on|off]  simulate
+//	tock bench    (--all | --quick | --scenario LIST) [--json FILE] [flags]  benchmark against references
 //	tock version
 //	tock help     [VERB | all]
 //
@@ -24,6 +25,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/tockd/tock/bench"
 )
 
 func main() {
@@ -113,6 +116,18 @@ func commands() []*command {
 				"prints the seed, the invariant, the message's history and how to rerun.",
 			flags: func() *flag.FlagSet { return simFlags(new(simOpts)) },
 			run:   runSim,
+		},
+		{
+			name:     "bench",
+			synopsis: "(--all | --quick | --scenario LIST) [--json FILE] [--n NAME=N,...] [flags]",
+			summary:  "benchmark tock against plain JetStream and NATS native schedules",
+			detail: "Runs the scenarios ingest, burst, precision, capacity, recovery and durability,\n" +
+				"each against fresh `tock serve` children of --bin (default: this executable), and\n" +
+				"prints every figure next to its reference and target. --quick uses tiny sizes and\n" +
+				"does not assert targets. Exit status 1 when a scenario failed or a message was\n" +
+				"lost or early; missed targets are reported, not failures.",
+			flags: func() *flag.FlagSet { return bench.FlagSet(new(bench.Options)) },
+			run:   runBench,
 		},
 		{
 			name:     "version",

@@ -1,0 +1,224 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var (
+	buildOnce sync.Once
+	tockBin   string
+	buildErr  error
+)
+
+// binary builds ./cmd/tock once per test run: the end-to-end tests run it
+// as a child process, exactly as `tock bench` does.
+func binary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs tock: skipped with -short")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tock-bench-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		tockBin = filepath.Join(dir, "tock")
+		cmd := exec.Command("go", "build", "-o", tockBin, "./cmd/tock")
+		cmd.Dir = ".." // the module root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = err
+			tockBin = string(out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("go build ./cmd/tock: %v\n%s", buildErr, tockBin)
+	}
+	return tockBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if tockBin != "" && buildErr == nil {
+		os.RemoveAll(filepath.Dir(tockBin))
+	}
+	os.Exit(code)
+}
+
+// TestNativeScheduleFires checks what the native references rely on: a
+// stream with AllowMsgSchedules accepts "@at" with a fractional RFC 3339
+// time, fires into a subject of the same stream, never early, and keeps
+// the schedule's own headers on the fired copy.
+func TestNativeScheduleFires(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	c, err := startChild(bin, filepath.Join(dir, "data"), filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.waitReady(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := c.connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := createStream(ctx, nc, nativeStream("NATIVE_PROBE")); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	at := time.Now().Add(700 * time.Millisecond).Truncate(time.Millisecond).Add(123 * time.Microsecond)
+	if _, err := js.PublishMsg(ctx, nativeMsg(1, at, []byte("x"))); err != nil {
+		t.Fatalf("a native @at schedule with a fraction was refused: %v", err)
+	}
+	s, _ := js.Stream(ctx, "NATIVE_PROBE")
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"native.target"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatalf("the native schedule did not fire: %v", err)
+	}
+	md, _ := m.Metadata()
+	if md.Timestamp.Before(at) {
+		t.Errorf("fired early: stored %v, due %v", md.Timestamp, at)
+	}
+	if got := m.Headers().Get("Bench-Deliver-At"); got != at.UTC().Format(time.RFC3339Nano) {
+		t.Errorf("fired copy lost the schedule's header: %q", got)
+	}
+	t.Logf("fired %v after its time", md.Timestamp.Sub(at))
+}
+
+// TestQuickRun runs the quick mode of every scenario but burst (whose
+// journal-shrink wait follows the one-minute slot) at tiny sizes against
+// the real binary and checks the rows are there and sane.
+func TestQuickRun(t *testing.T) {
+	bin := binary(t)
+	o, err := Parse([]string{"--quick", "--scenario", "ingest,precision,capacity,recovery,durability",
+		"--n", "ingest=3000,precision=1000,capacity=5000,recovery=2000,durability=1000", "--inflight", "256", "--bin", bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var progress io.Writer = io.Discard
+	if testing.Verbose() {
+		progress = os.Stderr
+	}
+	rep, err := Run(ctx, o, progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Failures) > 0 {
+		t.Errorf("failures: %q", rep.Failures)
+	}
+	find := func(scenario, metric, ref string) *Row {
+		for i, r := range rep.Rows {
+			if r.Scenario == scenario && r.Metric == metric && (ref == "" || r.RefName == ref) {
+				return &rep.Rows[i]
+			}
+		}
+		t.Errorf("no row %s / %s / %s", scenario, metric, ref)
+		return nil
+	}
+	positive := func(scenario, metric, ref string) {
+		if r := find(scenario, metric, ref); r != nil && (r.Value == nil || *r.Value <= 0) {
+			t.Errorf("%s / %s = %v, want > 0", scenario, metric, r.Value)
+		}
+	}
+	zero := func(scenario, metric string) {
+		if r := find(scenario, metric, ""); r != nil && (r.Value == nil || *r.Value != 0) {
+			t.Errorf("%s / %s = %v, want 0", scenario, metric, r.Value)
+		}
+	}
+	positive("ingest", "accepted/s", "plain JetStream")
+	positive("ingest", "accepted/s", "native schedules")
+	if r := find("ingest", "accepted/s", "plain JetStream"); r != nil && (r.RefValue == nil || *r.RefValue <= 0 || r.Ratio == nil) {
+		t.Errorf("ingest reference missing: %+v", r)
+	}
+	positive("storage", "journal bytes/pending msg", "")
+	positive("precision", "lateness p99", "")
+	if r := find("precision", "lateness p99", ""); r != nil && (r.RefValue == nil || *r.RefValue <= 0) {
+		t.Errorf("native precision reference missing: %+v", r)
+	}
+	zero("precision", "early")
+	zero("precision", "lost")
+	positive("capacity", "heap bytes/pending msg", "")
+	positive("capacity", "RSS after ingest", "")
+	positive("recovery", "restart → first schedule reply", "")
+	positive("recovery", "restart → all delivered", "")
+	zero("recovery", "missing")
+	positive("durability", "accepted/s, sync always", "")
+	for _, r := range rep.Rows {
+		if r.Met != "-" {
+			t.Errorf("quick mode asserted a target: %+v", r)
+		}
+		if r.Metric == "error" {
+			t.Errorf("scenario error: %s", r.Note)
+		}
+	}
+	if t.Failed() {
+		rep.WriteTable(os.Stderr)
+	}
+}
+
+// TestProducerErrors checks that refusals are counted by code, not as
+// accepts: a deliver time beyond --max-delay gets a 400.
+func TestProducerErrors(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	c, err := startChild(bin, filepath.Join(dir, "data"), filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.waitReady(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := c.connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var accepted int
+	var mu sync.Mutex
+	p, err := newProducer(nc, 8, func(int, idKey, time.Time) { mu.Lock(); accepted++; mu.Unlock() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	now := time.Now()
+	err = p.run(ctx, 20, func(i int, m *nats.Msg) {
+		due := now.Add(time.Hour)
+		if i%2 == 1 {
+			due = now.Add(2 * year)
+		}
+		scheduleFill("bench.errors", []byte("x"), func(int) time.Time { return due })(i, m)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.accepted.Load() != 10 || accepted != 10 || p.errCount.Load() != 10 {
+		t.Errorf("accepted %d (callback %d), errors %d: %s", p.accepted.Load(), accepted, p.errCount.Load(), p.errorSummary())
+	}
+	if s := p.errorSummary(); s != "400×10" {
+		t.Errorf("error summary %q, want 400×10", s)
+	}
+}

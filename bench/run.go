@@ -1,0 +1,276 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// runner holds the state of one run.
+type runner struct {
+	o    *Options
+	rep  *Report
+	dir  string    // run directory: data dirs and child logs
+	bin  string    // tock binary
+	log  io.Writer // progress lines
+	body []byte
+
+	mu       sync.Mutex
+	children []*child // of the current scenario, stopped when it ends
+	seq      int
+
+	// Interval-mode ingest rates from scenario ingest, for durability.
+	ingestTock, ingestJS float64
+}
+
+// Run runs the selected scenarios and returns the report; progress lines
+// go to progress. Failures of scenarios are in the report (and its exit
+// status), not in the error, which is only for a run that could not start.
+func Run(ctx context.Context, o *Options, progress io.Writer) (*Report, error) {
+	bin := o.Bin
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("bench: find this executable (use --bin): %w", err)
+		}
+		bin = exe
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("bench: tock binary: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "tock-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: run directory: %w", err)
+	}
+	r := &runner{o: o, dir: dir, bin: bin, log: progress, body: body(o.Size),
+		rep: &Report{Meta: collectMeta(o), Walls: map[string]float64{}, quick: o.Quick}}
+	if o.Keep {
+		r.rep.note("run directory kept: %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	r.rep.note("every measurement runs against a fresh `%s serve` child; the references (plain JetStream, NATS native schedules) use JetStream directly on a fresh child's embedded server, with tock idle", filepath.Base(bin))
+	r.rep.note("clients and server share this machine's %d CPUs; %d requests in flight per client, %d-byte bodies", r.rep.Meta.NumCPU, o.Inflight, o.Size)
+	if o.Quick {
+		r.rep.note("quick mode: targets are printed but not asserted (met: -)")
+	}
+	runs := map[string]func(context.Context) error{
+		"ingest": r.ingest, "burst": r.burst, "precision": r.precision,
+		"capacity": r.capacity, "recovery": r.recovery, "durability": r.durability,
+	}
+	start := time.Now()
+	for _, name := range o.Scenarios {
+		if ctx.Err() != nil {
+			r.rep.fail("%s: not run: %v", name, ctx.Err())
+			continue
+		}
+		t0 := time.Now()
+		fmt.Fprintf(progress, "== %s (n=%s)\n", name, groupThousands(int64(o.SizeOf(name))))
+		sctx, cancel := context.WithTimeout(ctx, r.scenarioTimeout(name))
+		err := r.guard(sctx, runs[name])
+		cancel()
+		children := r.stopChildren()
+		r.rep.Walls[name] = time.Since(t0).Seconds()
+		if err != nil {
+			fmt.Fprintf(progress, "%s: ERROR: %v\n", name, err)
+			for _, c := range children {
+				fmt.Fprintf(progress, "%s: log of %s:\n%s\n", name, c.logPath, c.logTail(10))
+			}
+			r.rep.Rows = append(r.rep.Rows, Row{Scenario: name, Metric: "error", Unit: UnitCount, Met: "-", Note: err.Error()})
+			r.rep.fail("%s: %v", name, err)
+		}
+		fmt.Fprintf(progress, "== %s done in %.1fs\n", name, time.Since(t0).Seconds())
+	}
+	r.rep.Meta.WallSeconds = time.Since(start).Seconds()
+	return r.rep, nil
+}
+
+// guard runs a scenario and turns a panic into an error, so one broken
+// scenario still leaves a report.
+func (r *runner) guard(ctx context.Context, f func(context.Context) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return f(ctx)
+}
+
+// scenarioTimeout is a generous bound on one scenario: a stuck scenario
+// becomes an error row, not a hung process.
+func (r *runner) scenarioTimeout(name string) time.Duration {
+	n := float64(r.o.SizeOf(name))
+	d := 10*time.Minute + time.Duration(n/2_000*float64(time.Second))
+	if name == "durability" {
+		d += time.Duration(n / 200 * float64(time.Second)) // fsync per write is slow
+	}
+	return d
+}
+
+// newChild starts a fresh `tock serve` (own data dir) and waits until it
+// answers; it is stopped when the scenario ends.
+func (r *runner) newChild(ctx context.Context, name string, extra ...string) (*child, error) {
+	r.mu.Lock()
+	r.seq++
+	base := filepath.Join(r.dir, fmt.Sprintf("%02d-%s", r.seq, name))
+	r.mu.Unlock()
+	return r.startOn(ctx, base+".data", base+".log", extra...)
+}
+
+// startOn starts a child on an existing or new data dir.
+func (r *runner) startOn(ctx context.Context, data, logPath string, extra ...string) (*child, error) {
+	c, err := startChild(r.bin, data, logPath, extra...)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.children = append(r.children, c)
+	r.mu.Unlock()
+	if err := c.waitReady(ctx, 60*time.Second); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// stopChildren stops the scenario's children and returns them (their
+// logs are worth a look when the scenario failed).
+func (r *runner) stopChildren() []*child {
+	r.mu.Lock()
+	cs := r.children
+	r.children = nil
+	r.mu.Unlock()
+	for _, c := range cs {
+		c.stop()
+	}
+	return cs
+}
+
+func (r *runner) progress(status func() string) (stop func()) {
+	return progressLine(r.log, 2*time.Second, status)
+}
+
+// tockIngest schedules n messages to target on c with due(i) deliver
+// times, pipelined, and returns the producer and the elapsed time.
+func (r *runner) tockIngest(ctx context.Context, c *child, label, target string, n int, due func(int) time.Time, onAccept acceptFunc, onCount func(int64)) (*producer, time.Duration, error) {
+	nc, err := c.connect("bench-producer")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer nc.Close()
+	p, err := newProducer(nc, r.o.Inflight, onAccept)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer p.close()
+	p.onCount = onCount
+	stop := r.progress(countProgress(label, "accepted", n, p.accepted.Load))
+	start := time.Now()
+	err = p.run(ctx, n, scheduleFill(target, r.body, due))
+	elapsed := time.Since(start)
+	stop()
+	if err != nil {
+		return p, elapsed, fmt.Errorf("%s: %w", label, err)
+	}
+	if p.accepted.Load() == 0 {
+		return p, elapsed, fmt.Errorf("%s: nothing accepted (%s)", label, p.errorSummary())
+	}
+	if s := p.errorSummary(); s != "" {
+		r.rep.note("%s: %s of %s accepted; errors: %s", label, groupThousands(p.accepted.Load()), groupThousands(int64(n)), s)
+	}
+	return p, elapsed, nil
+}
+
+// jsIngest publishes n messages made by mk to c's JetStream, pipelined.
+// It returns the PubAck rate.
+func (r *runner) jsIngest(ctx context.Context, c *child, label string, n int, mk func(int) *nats.Msg) (float64, error) {
+	nc, err := c.connect("bench-js")
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	var done atomicCounter
+	stop := r.progress(countProgress(label, "PubAck'd", n, done.Load))
+	acked, failed, elapsed, err := jsPublish(ctx, nc, n, r.o.Inflight, mk, &done.Int64)
+	stop()
+	if err != nil && acked == 0 {
+		return 0, fmt.Errorf("%s: %w", label, err)
+	}
+	if failed > 0 || err != nil {
+		r.rep.note("%s: %s of %s PubAck'd, %d failed (first error: %v)", label, groupThousands(acked), groupThousands(int64(n)), failed, err)
+	}
+	return float64(acked) / elapsed.Seconds(), nil
+}
+
+// nativeStream is the stream of the native-schedule references: schedules
+// on native.sched.<i>, fired into native.target, which must be a subject of
+// the same stream. AllowRollup is required (the server would set it).
+func nativeStream(name string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{Name: name, Subjects: []string{"native.>"}, Storage: jetstream.FileStorage,
+		AllowMsgSchedules: true, AllowRollup: true}
+}
+
+// nativeMsg is schedule i, due at, carrying the exact due time in a header
+// of its own so that lateness can be measured on the fired copy (which
+// keeps the headers).
+func nativeMsg(i int, at time.Time, data []byte) *nats.Msg {
+	m := nats.NewMsg(fmt.Sprintf("native.sched.%d", i))
+	m.Header.Set(jetstream.ScheduleHeader, "@at "+at.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(jetstream.ScheduleTargetHeader, "native.target")
+	m.Header.Set("Bench-Deliver-At", at.UTC().Format(time.RFC3339Nano))
+	m.Data = data
+	return m
+}
+
+// waitCount polls a stream's message count (of subject filter, if given)
+// every 50 ms until it reaches want, the deadline passes, or it made no
+// progress for stall. It returns the count and the stream's last message
+// time at the end.
+func (r *runner) waitCount(ctx context.Context, nc *nats.Conn, stream, filter string, want uint64, deadline time.Time, stall time.Duration, label string) (uint64, time.Time, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var count atomicCounter
+	stop := r.progress(countProgress(label, "delivered", int(want), count.Load))
+	defer stop()
+	var last time.Time
+	lastChange, prev := time.Now(), uint64(0)
+	for {
+		var opts []jetstream.StreamInfoOpt
+		if filter != "" {
+			opts = append(opts, jetstream.WithSubjectFilter(filter))
+		}
+		st, err := streamState(ctx, nc, stream, opts...)
+		if err == nil {
+			n := st.Msgs
+			if filter != "" {
+				n = st.Subjects[filter]
+			}
+			count.Store(int64(n))
+			last = st.LastTime
+			if n >= want {
+				return n, last, nil
+			}
+			if n != prev {
+				prev, lastChange = n, time.Now()
+			} else if n > 0 && time.Since(lastChange) > stall {
+				return n, last, nil // stuck: the caller reports what is missing
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && prev > 0 {
+				return prev, last, nil
+			}
+			return prev, last, fmt.Errorf("%s: %d of %d after deadline: %w (last error: %v)", label, prev, want, ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

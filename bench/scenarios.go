@@ -1,0 +1,928 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var (
+	// Targets from the benchmark's brief.
+	tIngestVsJS     = &Target{OnRatio: true, Op: GE, Limit: 0.4}
+	tIngestVsNative = &Target{OnRatio: true, Op: GT, Limit: 1}
+	tStorage        = &Target{OnRatio: true, Op: LE, Limit: 1.3}
+	tBurst          = &Target{Op: GE, Limit: 60_000}
+	tP99            = &Target{Op: LE, Limit: 5}
+	tP999           = &Target{Op: LE, Limit: 20}
+	tMax            = &Target{Op: LE, Limit: 50}
+	tZero           = &Target{Op: EQ, Limit: 0}
+	tHeapPerMsg     = &Target{Op: LE, Limit: 40}
+	tHeapVsNative   = &Target{OnRatio: true, Op: LE, Limit: 0.1}
+	tReady          = &Target{Op: LE, Limit: 3}
+	// Flat ingest: the slowest checkpoint window within 30% of the fastest.
+	tFlat = &Target{Op: GE, Limit: 0.7}
+)
+
+const year = 365 * 24 * time.Hour
+
+// spread returns due(i): n deliver times evenly over [from, from+span).
+func spread(from time.Time, span time.Duration, n int) func(int) time.Time {
+	return func(i int) time.Time {
+		return from.Add(time.Duration(float64(span) * float64(i) / float64(n)))
+	}
+}
+
+func seconds(d time.Duration) float64 { return d.Seconds() }
+
+// ingest: accept rate of tock against plain JetStream and native
+// schedules, and the storage each needs per message.
+func (r *runner) ingest(ctx context.Context) error {
+	n := r.o.SizeOf("ingest")
+	due := spread(time.Now().Add(time.Minute), time.Hour-time.Minute, n)
+
+	c, err := r.newChild(ctx, "ingest-tock")
+	if err != nil {
+		return fmt.Errorf("ingest: tock child: %w", err)
+	}
+	p, elapsed, err := r.tockIngest(ctx, c, "ingest tock", "bench.ingest", n, due, nil, nil)
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	accepted := p.accepted.Load()
+	tockRate := float64(accepted) / elapsed.Seconds()
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	st, err := streamState(ctx, nc, journalStream)
+	nc.Close()
+	if err != nil {
+		return fmt.Errorf("ingest: journal: %w", err)
+	}
+	tockDisk := dirSize(c.data)
+	c.stop()
+
+	jc, err := r.newChild(ctx, "ingest-js")
+	if err != nil {
+		return fmt.Errorf("ingest: JetStream child: %w", err)
+	}
+	jsRate, jsBytes, jsDisk, err := r.jsReference(ctx, jc, "ingest JetStream", n, due)
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	jc.stop()
+
+	nativeRate, nativeBytes := math.NaN(), math.NaN()
+	natc, err := r.newChild(ctx, "ingest-native")
+	if err != nil {
+		return fmt.Errorf("ingest: native child: %w", err)
+	}
+	if err := r.nativeIngest(ctx, natc, "BENCH_NATIVE", "ingest native", n, due, &nativeRate, &nativeBytes); err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	natc.stop()
+
+	r.ingestTock, r.ingestJS = tockRate, jsRate
+	r.rep.add("ingest", "accepted/s", UnitRate, tockRate, "plain JetStream", jsRate, tIngestVsJS, "")
+	r.rep.add("ingest", "accepted/s", UnitRate, tockRate, "native schedules", nativeRate, tIngestVsNative, "")
+	perMsg := float64(st.Bytes) / float64(accepted)
+	r.rep.add("storage", "journal bytes/pending msg", UnitBPerMsg, perMsg, "plain JetStream", jsBytes, tStorage,
+		fmt.Sprintf("TOCK_JOURNAL holds %s in %s records for %s pending", formatValue(float64(st.Bytes), UnitBytes), groupThousands(int64(st.Msgs)), groupThousands(accepted)))
+	r.rep.add("storage", "native stream bytes/schedule", UnitBPerMsg, nativeBytes, "plain JetStream", jsBytes, nil, "")
+	r.rep.add("storage", "data dir bytes/pending msg", UnitBPerMsg, float64(tockDisk)/float64(accepted), "plain JetStream", jsDisk, nil, "on-disk size of the whole data directory")
+	return nil
+}
+
+// jsReference publishes n messages like tock's requests (same body, a
+// Tock-Deliver-At header) to a plain stream and returns the PubAck rate,
+// the stream's bytes per message and the data dir's bytes per message.
+func (r *runner) jsReference(ctx context.Context, c *child, label string, n int, due func(int) time.Time) (rate, perMsg, diskPerMsg float64, err error) {
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer nc.Close()
+	if err := createStream(ctx, nc, jetstream.StreamConfig{Name: "BENCH_JS", Subjects: []string{"bench.js"}, Storage: jetstream.FileStorage}); err != nil {
+		return 0, 0, 0, err
+	}
+	rate, err = r.jsIngest(ctx, c, label, n, func(i int) *nats.Msg {
+		m := nats.NewMsg("bench.js")
+		m.Header.Set("Tock-Deliver-At", due(i).UTC().Format(time.RFC3339Nano))
+		m.Data = r.body
+		return m
+	})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	st, err := streamState(ctx, nc, "BENCH_JS")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if st.Msgs == 0 {
+		return 0, 0, 0, fmt.Errorf("%s: stream is empty", label)
+	}
+	return rate, float64(st.Bytes) / float64(st.Msgs), float64(dirSize(c.data)) / float64(st.Msgs), nil
+}
+
+// nativeIngest publishes n native schedules due at due(i) to a fresh stream
+// and stores the PubAck rate and the stream's bytes per schedule.
+func (r *runner) nativeIngest(ctx context.Context, c *child, stream, label string, n int, due func(int) time.Time, rate, perMsg *float64) error {
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := createStream(ctx, nc, nativeStream(stream)); err != nil {
+		return err
+	}
+	if *rate, err = r.jsIngest(ctx, c, label, n, func(i int) *nats.Msg { return nativeMsg(i, due(i), r.body) }); err != nil {
+		return err
+	}
+	st, err := streamState(ctx, nc, stream)
+	if err != nil {
+		return err
+	}
+	if st.Msgs > 0 {
+		*perMsg = float64(st.Bytes) / float64(st.Msgs)
+	}
+	return nil
+}
+
+// acceptedSet records accepted ids by request index.
+type acceptedSet struct {
+	mu  sync.Mutex
+	ids []idKey
+	ok  []bool
+}
+
+func newAcceptedSet(n int) *acceptedSet {
+	return &acceptedSet{ids: make([]idKey, n), ok: make([]bool, n)}
+}
+
+func (a *acceptedSet) add(i int, id idKey, _ time.Time) {
+	a.mu.Lock()
+	a.ids[i], a.ok[i] = id, true
+	a.mu.Unlock()
+}
+
+// missing counts accepted ids that are not in got.
+func (a *acceptedSet) missing(got map[idKey]int) (missing int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, id := range a.ids {
+		if a.ok[i] && got[id] == 0 {
+			missing++
+		}
+	}
+	return missing
+}
+
+// burst: everything due at the same instant, into a stream.
+func (r *runner) burst(ctx context.Context) error {
+	n := r.o.SizeOf("burst")
+	lead := r.o.leadFor(n, 15*time.Second, 5*time.Second)
+	const retention = 5 * time.Second
+
+	c, err := r.newChild(ctx, "burst-tock", "--retention", retention.String())
+	if err != nil {
+		return fmt.Errorf("burst: tock child: %w", err)
+	}
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return fmt.Errorf("burst: %w", err)
+	}
+	defer nc.Close()
+	if err := createStream(ctx, nc, jetstream.StreamConfig{Name: "BENCH_BURST", Subjects: []string{"bench.burst"}, Storage: jetstream.FileStorage}); err != nil {
+		return fmt.Errorf("burst: %w", err)
+	}
+	T := time.Now().Add(lead).Truncate(time.Millisecond)
+	acc := newAcceptedSet(n)
+	p, _, err := r.tockIngest(ctx, c, "burst tock", "bench.burst", n, func(int) time.Time { return T }, acc.add, nil)
+	if err != nil {
+		return fmt.Errorf("burst: %w", err)
+	}
+	if late := time.Since(T); late > 0 {
+		r.rep.note("burst: accepting took %v longer than the lead of %v: the burst overlapped ingest", late.Round(time.Millisecond), lead)
+	}
+	accepted := uint64(p.accepted.Load())
+	peak := int64(0)
+	if st, err := streamState(ctx, nc, journalStream); err == nil {
+		peak = int64(st.Bytes)
+	}
+	expected := time.Duration(float64(n) / 60_000 * float64(time.Second))
+	got, last, err := r.waitCount(ctx, nc, "BENCH_BURST", "", accepted, T.Add(5*expected+60*time.Second), 20*time.Second, "burst tock")
+	if err != nil {
+		return fmt.Errorf("burst: %w", err)
+	}
+	ids, total, err := readIDs(ctx, nc, "BENCH_BURST", "", got)
+	if err != nil {
+		return fmt.Errorf("burst: read back: %w", err)
+	}
+	missing := acc.missing(ids)
+	toLast := last.Sub(T)
+	r.rep.note("burst: T = now + %v; fired/s = delivered / (stream's last message time − T)", lead)
+
+	// The reference: the same burst as native schedules, on a fresh child.
+	nativeRate, nativeToLast := math.NaN(), math.NaN()
+	if err := r.nativeBurst(ctx, n, lead, &nativeRate, &nativeToLast); err != nil {
+		r.rep.note("burst: native reference failed: %v", err)
+	}
+	r.rep.add("burst", "fired/s", UnitRate, float64(got)/seconds(toLast), "native schedules", nativeRate, tBurst, "")
+	r.rep.add("burst", "T → last delivered", UnitSec, seconds(toLast), "native schedules", nativeToLast, nil, "")
+	r.rep.value("burst", "delivered (unique Tock-Id)", UnitCount, float64(len(ids)), nil, fmt.Sprintf("of %s accepted", groupThousands(int64(accepted))))
+	r.rep.value("burst", "missing", UnitCount, float64(missing), tZero, "")
+	r.rep.value("burst", "duplicates", UnitCount, float64(total-uint64(len(ids))), nil, "at-least-once: reported, not a failure")
+	if missing > 0 {
+		r.rep.fail("burst: %d acknowledged messages missing from BENCH_BURST", missing)
+	}
+
+	// The journal should shrink once the slot closed and retention passed.
+	// With one-minute slots, a slot closes at its end, so the wait starts
+	// from the later of the last delivery and the slot's end.
+	if st, err := streamState(ctx, nc, journalStream); err == nil {
+		peak = max(peak, int64(st.Bytes))
+	}
+	slotEnd := T.Truncate(time.Minute).Add(time.Minute)
+	from := last
+	if slotEnd.After(from) {
+		from = slotEnd
+	}
+	from = from.Add(retention)
+	deadline := from.Add(60 * time.Second)
+	after, shrunk := int64(-1), time.Time{}
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if st, err := streamState(ctx, nc, journalStream); err == nil {
+			after = int64(st.Bytes)
+			if after <= peak/10 {
+				shrunk = time.Now()
+				break
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	note := fmt.Sprintf("journal at peak %s; shrunk = at most a tenth of the peak", formatValue(float64(peak), UnitBytes))
+	r.rep.add("storage", "journal bytes after burst + retention", UnitBytes, float64(after), "peak", float64(peak), nil, note)
+	if shrunk.IsZero() {
+		r.rep.value("storage", "journal shrink time", UnitSec, math.NaN(), nil,
+			fmt.Sprintf("did not shrink within 60 s after slot end + retention (%s left)", formatValue(float64(after), UnitBytes)))
+	} else {
+		r.rep.value("storage", "journal shrink time", UnitSec, seconds(shrunk.Sub(from)), nil,
+			"after max(last delivery, slot end) + --retention 5s")
+	}
+	return nil
+}
+
+// nativeBurst runs the burst as n native schedules, all @at one instant.
+func (r *runner) nativeBurst(ctx context.Context, n int, lead time.Duration, rate, toLast *float64) error {
+	c, err := r.newChild(ctx, "burst-native")
+	if err != nil {
+		return fmt.Errorf("native child: %w", err)
+	}
+	defer c.stop()
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := createStream(ctx, nc, nativeStream("BENCH_NATIVE_BURST")); err != nil {
+		return err
+	}
+	T := time.Now().Add(lead).Truncate(time.Millisecond)
+	if _, err := r.jsIngest(ctx, c, "burst native", n, func(i int) *nats.Msg { return nativeMsg(i, T, r.body) }); err != nil {
+		return err
+	}
+	expected := time.Duration(float64(n) / 60_000 * float64(time.Second))
+	got, last, err := r.waitCount(ctx, nc, "BENCH_NATIVE_BURST", "native.target", uint64(n), T.Add(5*expected+60*time.Second), 20*time.Second, "burst native")
+	if err != nil {
+		return err
+	}
+	if got < uint64(n) {
+		r.rep.note("burst: native schedules fired %d of %d", got, n)
+	}
+	*toLast = seconds(last.Sub(T))
+	*rate = float64(got) / *toLast
+	return nil
+}
+
+// latencyRecorder collects the first arrival's lateness per id.
+type latencyRecorder struct {
+	mu       sync.Mutex
+	seen     map[idKey]int
+	late     []time.Duration
+	early    int
+	bad      int // arrivals without a parsable id or time
+	arrivals int
+}
+
+func newLatencyRecorder(n int) *latencyRecorder {
+	return &latencyRecorder{seen: make(map[idKey]int, n), late: make([]time.Duration, 0, n)}
+}
+
+func (l *latencyRecorder) record(now time.Time, id idKey, due time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.arrivals++
+	l.seen[id]++
+	if l.seen[id] > 1 {
+		return
+	}
+	if now.Before(due) {
+		l.early++
+	}
+	l.late = append(l.late, now.Sub(due))
+}
+
+func (l *latencyRecorder) unique() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seen)
+}
+
+// precision: lateness of deliveries spread over a window.
+func (r *runner) precision(ctx context.Context) error {
+	n := r.o.SizeOf("precision")
+	span := r.o.precisionSpan()
+	lead := r.o.leadFor(n, 10*time.Second, 3*time.Second)
+
+	c, err := r.newChild(ctx, "precision-tock")
+	if err != nil {
+		return fmt.Errorf("precision: tock child: %w", err)
+	}
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return fmt.Errorf("precision: %w", err)
+	}
+	defer nc.Close()
+	if err := createStream(ctx, nc, jetstream.StreamConfig{Name: "BENCH_PRECISION", Subjects: []string{"bench.precision"}, Storage: jetstream.FileStorage}); err != nil {
+		return fmt.Errorf("precision: %w", err)
+	}
+	// The receiving side has its own connection, so the producer's
+	// traffic does not delay it.
+	rc, err := c.connect("bench-receiver")
+	if err != nil {
+		return fmt.Errorf("precision: %w", err)
+	}
+	defer rc.Close()
+	rec := newLatencyRecorder(n)
+	sub, err := rc.Subscribe("bench.precision", func(m *nats.Msg) {
+		now := time.Now()
+		id, ok := parseID(m.Header.Get("Tock-Id"))
+		due, err := time.Parse(time.RFC3339Nano, m.Header.Get("Tock-Deliver-At"))
+		if !ok || err != nil {
+			rec.mu.Lock()
+			rec.bad++
+			rec.mu.Unlock()
+			return
+		}
+		rec.record(now, id, due)
+	})
+	if err != nil {
+		return fmt.Errorf("precision: subscribe: %w", err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	if err := rc.Flush(); err != nil {
+		return fmt.Errorf("precision: %w", err)
+	}
+
+	T0 := time.Now().Add(lead)
+	acc := newAcceptedSet(n)
+	p, _, err := r.tockIngest(ctx, c, "precision tock", "bench.precision", n, spread(T0, span, n), acc.add, nil)
+	if err != nil {
+		return fmt.Errorf("precision: %w", err)
+	}
+	if late := time.Since(T0); late > 0 {
+		r.rep.note("precision: accepting ended %v after the first deliver time: early deliveries overlapped ingest", late.Round(time.Millisecond))
+	}
+	accepted := int(p.accepted.Load())
+	if err := r.waitArrivals(ctx, "precision tock", accepted, rec.unique, T0.Add(span+30*time.Second)); err != nil {
+		return fmt.Errorf("precision: %w", err)
+	}
+	time.Sleep(500 * time.Millisecond) // let duplicates show
+	_ = sub.Unsubscribe()
+	rec.mu.Lock()
+	tock := summarize(rec.late)
+	missing := acc.missing(rec.seen)
+	early, dups, bad := rec.early, rec.arrivals-len(rec.seen), rec.bad
+	rec.mu.Unlock()
+
+	native, nerr := r.nativePrecision(ctx, n, span, lead)
+	if nerr != nil {
+		r.rep.note("precision: native reference failed: %v", nerr)
+	}
+	ref := "native schedules"
+	r.rep.add("precision", "lateness p50", UnitMs, tock.p50, ref, native.p50, nil, "")
+	r.rep.add("precision", "lateness p99", UnitMs, tock.p99, ref, native.p99, tP99, "")
+	r.rep.add("precision", "lateness p99.9", UnitMs, tock.p999, ref, native.p999, tP999, "")
+	r.rep.add("precision", "lateness max", UnitMs, tock.max, ref, native.max, tMax, "")
+	r.rep.value("precision", "early", UnitCount, float64(early), tZero, "received before its Tock-Deliver-At")
+	r.rep.value("precision", "lost", UnitCount, float64(missing), tZero, fmt.Sprintf("of %s accepted", groupThousands(int64(accepted))))
+	r.rep.value("precision", "duplicates", UnitCount, float64(dups), nil, "")
+	r.rep.note("precision: %s/s for %v; tock lateness = core-subscription receive time − Tock-Deliver-At; native lateness = ordered-consumer receive time − its exact @at time (native accepts RFC 3339 with a fraction; its fired copies are stored by the server, not published on core NATS, so a consumer must read them)",
+		groupThousands(int64(float64(n)/span.Seconds())), span)
+	if early > 0 {
+		r.rep.fail("precision: %d messages delivered before their deliver time", early)
+	}
+	if missing > 0 {
+		r.rep.fail("precision: %d acknowledged messages never arrived", missing)
+	}
+	if bad > 0 {
+		r.rep.fail("precision: %d deliveries without a valid Tock-Id or Tock-Deliver-At", bad)
+	}
+	return nil
+}
+
+// waitArrivals waits until count() reaches want, the deadline passes or
+// nothing arrives for 20 s.
+func (r *runner) waitArrivals(ctx context.Context, label string, want int, count func() int, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	stop := r.progress(countProgress(label, "delivered", want, func() int64 { return int64(count()) }))
+	defer stop()
+	prev, lastChange := 0, time.Now()
+	for {
+		got := count()
+		if got >= want {
+			return nil
+		}
+		if got != prev {
+			prev, lastChange = got, time.Now()
+		} else if got > 0 && time.Since(lastChange) > 20*time.Second {
+			return nil // the caller reports what is missing
+		}
+		select {
+		case <-ctx.Done():
+			if prev > 0 {
+				return nil
+			}
+			return fmt.Errorf("%s: nothing arrived: %w", label, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// nativePrecision runs the precision load as native schedules.
+func (r *runner) nativePrecision(ctx context.Context, n int, span, lead time.Duration) (latencyStats, error) {
+	none := latencyStats{p50: math.NaN(), p99: math.NaN(), p999: math.NaN(), max: math.NaN()}
+	c, err := r.newChild(ctx, "precision-native")
+	if err != nil {
+		return none, fmt.Errorf("native child: %w", err)
+	}
+	defer c.stop()
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return none, err
+	}
+	defer nc.Close()
+	if err := createStream(ctx, nc, nativeStream("BENCH_NATIVE_PRECISION")); err != nil {
+		return none, err
+	}
+	rc, err := c.connect("bench-receiver")
+	if err != nil {
+		return none, err
+	}
+	defer rc.Close()
+	js, err := jetstream.New(rc)
+	if err != nil {
+		return none, err
+	}
+	s, err := js.Stream(ctx, "BENCH_NATIVE_PRECISION")
+	if err != nil {
+		return none, err
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"native.target"}})
+	if err != nil {
+		return none, err
+	}
+	var mu sync.Mutex
+	var late []time.Duration
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		now := time.Now()
+		due, err := time.Parse(time.RFC3339Nano, m.Headers().Get("Bench-Deliver-At"))
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		late = append(late, now.Sub(due))
+		mu.Unlock()
+	})
+	if err != nil {
+		return none, err
+	}
+	defer cc.Stop()
+	T0 := time.Now().Add(lead)
+	if _, err := r.jsIngest(ctx, c, "precision native", n, func(i int) *nats.Msg { return nativeMsg(i, spread(T0, span, n)(i), r.body) }); err != nil {
+		return none, err
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(late) }
+	if err := r.waitArrivals(ctx, "precision native", n, count, T0.Add(span+30*time.Second)); err != nil {
+		return none, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(late) < n {
+		r.rep.note("precision: native schedules delivered %d of %d", len(late), n)
+	}
+	return summarize(late), nil
+}
+
+// capacity: many far-future messages: accept rate over time, heap and disk.
+func (r *runner) capacity(ctx context.Context) error {
+	n := r.o.SizeOf("capacity")
+	w := r.o.window()
+	// Spread over a year minus two minutes: starting a minute ahead, the
+	// last one stays inside the default --max-delay of 365 days.
+	due := spread(time.Now().Add(time.Minute), year-2*time.Minute, n)
+
+	c, err := r.newChild(ctx, "capacity-tock")
+	if err != nil {
+		return fmt.Errorf("capacity: tock child: %w", err)
+	}
+	before, err := c.heap(ctx)
+	if err != nil {
+		return fmt.Errorf("capacity: %w", err)
+	}
+	var checkpoints []int
+	for _, cp := range []int{1_000, 100_000, 1_000_000, 10_000_000} {
+		if cp <= n {
+			checkpoints = append(checkpoints, cp)
+		}
+	}
+	// Each checkpoint's rate is taken over the w accepts that follow it
+	// (the last one's over the w before it): a window that began at the
+	// first request would measure the client's warm-up, not the pending
+	// count.
+	window := func(cp int) (lo, hi int64) {
+		if cp+w <= n {
+			return int64(cp), int64(cp + w)
+		}
+		return int64(max(0, n-w)), int64(n)
+	}
+	watch := map[int64]bool{}
+	for _, cp := range checkpoints {
+		lo, hi := window(cp)
+		watch[lo], watch[hi] = true, true
+	}
+	var mu sync.Mutex
+	at := map[int64]time.Time{}
+	onCount := func(k int64) {
+		if watch[k] {
+			mu.Lock()
+			at[k] = time.Now()
+			mu.Unlock()
+		}
+	}
+	start := time.Now()
+	p, elapsed, err := r.tockIngest(ctx, c, "capacity tock", "bench.capacity", n, due, nil, onCount)
+	if err != nil {
+		return fmt.Errorf("capacity: %w", err)
+	}
+	accepted := p.accepted.Load()
+	after, err := c.heap(ctx)
+	if err != nil {
+		return fmt.Errorf("capacity: %w", err)
+	}
+	rss, err := c.rss()
+	if err != nil {
+		return fmt.Errorf("capacity: %w", err)
+	}
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return fmt.Errorf("capacity: %w", err)
+	}
+	st, err := streamState(ctx, nc, journalStream)
+	nc.Close()
+	if err != nil {
+		return fmt.Errorf("capacity: journal: %w", err)
+	}
+	disk := dirSize(c.data)
+	c.stop()
+
+	mu.Lock()
+	at[0] = start
+	var rates []float64
+	for _, cp := range checkpoints {
+		lo, hi := window(cp)
+		t0, ok0 := at[lo]
+		t1, ok1 := at[hi]
+		rate := math.NaN()
+		if ok0 && ok1 && t1.After(t0) {
+			rate = float64(hi-lo) / t1.Sub(t0).Seconds()
+			rates = append(rates, rate)
+		}
+		r.rep.value("capacity", fmt.Sprintf("accepted/s at %s pending", shortCount(float64(cp))), UnitRate, rate, nil,
+			fmt.Sprintf("over accepts %s to %s", groupThousands(lo), groupThousands(hi)))
+	}
+	mu.Unlock()
+	flat := math.NaN()
+	if len(rates) > 1 {
+		flat = slices.Min(rates) / slices.Max(rates)
+	}
+	r.rep.value("capacity", "accepted/s overall", UnitRate, float64(accepted)/elapsed.Seconds(), nil, "")
+	r.rep.value("capacity", "flatness (min/max checkpoint rate)", UnitRatio, flat, tFlat, "1 = the accept rate does not depend on how much is pending")
+
+	// Native reference: heap per pending schedule.
+	nn := min(n, 1_000_000)
+	if r.o.Quick {
+		nn = min(n, 20_000)
+	}
+	nativePer, nativeDisk := math.NaN(), math.NaN()
+	if err := r.nativeCapacity(ctx, nn, &nativePer, &nativeDisk); err != nil {
+		r.rep.note("capacity: native reference failed: %v", err)
+	}
+	perMsg := float64(after.alloc-before.alloc) / float64(accepted)
+	r.rep.value("capacity", "heap before ingest", UnitBytes, float64(before.alloc), nil, "HeapAlloc after a forced GC")
+	r.rep.value("capacity", "heap after ingest", UnitBytes, float64(after.alloc), nil, fmt.Sprintf("HeapInuse %s, Sys %s", formatValue(float64(after.inuse), UnitBytes), formatValue(float64(after.sys), UnitBytes)))
+	r.rep.value("capacity", "RSS after ingest", UnitBytes, float64(rss), nil, "")
+	r.rep.value("capacity", "heap bytes/pending msg", UnitBPerMsg, perMsg, tHeapPerMsg, fmt.Sprintf("(after − before) / %s; includes the embedded server's per-subject index", groupThousands(accepted)))
+	r.rep.add("capacity", "heap bytes/pending msg", UnitBPerMsg, perMsg, fmt.Sprintf("native (%s)", shortCount(float64(nn))), nativePer, tHeapVsNative, "")
+	r.rep.add("capacity", "journal bytes/pending msg", UnitBPerMsg, float64(st.Bytes)/float64(accepted), "native stream", nativeDisk, nil,
+		fmt.Sprintf("data dir %s in all, %.1f B/msg", formatValue(float64(disk), UnitBytes), float64(disk)/float64(accepted)))
+	return nil
+}
+
+func (r *runner) nativeCapacity(ctx context.Context, n int, perSchedule, diskPer *float64) error {
+	c, err := r.newChild(ctx, "capacity-native")
+	if err != nil {
+		return fmt.Errorf("native child: %w", err)
+	}
+	defer c.stop()
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := createStream(ctx, nc, nativeStream("BENCH_NATIVE_CAP")); err != nil {
+		return err
+	}
+	before, err := c.heap(ctx)
+	if err != nil {
+		return err
+	}
+	due := spread(time.Now().Add(time.Minute), year-2*time.Minute, n)
+	if _, err := r.jsIngest(ctx, c, "capacity native", n, func(i int) *nats.Msg { return nativeMsg(i, due(i), r.body) }); err != nil {
+		return err
+	}
+	after, err := c.heap(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := streamState(ctx, nc, "BENCH_NATIVE_CAP")
+	if err != nil {
+		return err
+	}
+	*perSchedule = float64(after.alloc-before.alloc) / float64(n)
+	if st.Msgs > 0 {
+		*diskPer = float64(st.Bytes) / float64(st.Msgs)
+	}
+	return nil
+}
+
+// recovery: kill -9 with deliveries due, restart, and time the way back.
+func (r *runner) recovery(ctx context.Context) error {
+	n := r.o.SizeOf("recovery")
+	lead := r.o.leadFor(n, 10*time.Second, 3*time.Second)
+	width := 20 * time.Second
+	if r.o.Quick {
+		width = 5 * time.Second
+	}
+	c, err := r.newChild(ctx, "recovery-tock")
+	if err != nil {
+		return fmt.Errorf("recovery: tock child: %w", err)
+	}
+	nc, err := c.connect("bench-info")
+	if err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	if err := createStream(ctx, nc, jetstream.StreamConfig{Name: "BENCH_RECOVERY", Subjects: []string{"bench.recovery"}, Storage: jetstream.FileStorage}); err != nil {
+		nc.Close()
+		return fmt.Errorf("recovery: %w", err)
+	}
+	nc.Close()
+	T := time.Now().Add(lead)
+	acc := newAcceptedSet(n)
+	p, _, err := r.tockIngest(ctx, c, "recovery tock", "bench.recovery", n, spread(T, width, n), acc.add, nil)
+	if err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	accepted := uint64(p.accepted.Load())
+	if late := time.Since(T); late > 0 {
+		r.rep.note("recovery: accepting ended %v after the first deliver time", late.Round(time.Millisecond))
+	}
+	c.kill()
+	fmt.Fprintf(r.log, "recovery: killed tock with %s accepted; restarting at T+2s\n", groupThousands(int64(accepted)))
+	if err := sleepUntil(ctx, T.Add(2*time.Second)); err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+
+	c2, err := startChild(r.bin, c.data, c.logPath)
+	if err != nil {
+		return fmt.Errorf("recovery: restart: %w", err)
+	}
+	r.mu.Lock()
+	r.children = append(r.children, c2)
+	r.mu.Unlock()
+	start := c2.started
+	deadline := start.Add(time.Duration(float64(n)/10_000*float64(time.Second)) + 120*time.Second)
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	// (b) first delivery, by a core subscription made as early as possible.
+	firstCh := make(chan time.Time, 1)
+	go func() {
+		for wctx.Err() == nil && c2.alive() == nil {
+			sc, err := nats.Connect(c2.url(), nats.Timeout(200*time.Millisecond), nats.MaxReconnects(0))
+			if err != nil {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			defer sc.Close()
+			var once sync.Once
+			if _, err := sc.Subscribe("bench.recovery", func(*nats.Msg) {
+				now := time.Now()
+				once.Do(func() { firstCh <- now })
+			}); err != nil {
+				return
+			}
+			<-wctx.Done()
+			return
+		}
+	}()
+	// (a) ready: the first successful schedule reply.
+	ready, err := waitScheduleReady(wctx, c2)
+	if err != nil {
+		return fmt.Errorf("recovery: restarted tock: %w", err)
+	}
+	nc2, err := c2.connect("bench-info")
+	if err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	defer nc2.Close()
+	got, _, err := r.waitCount(wctx, nc2, "BENCH_RECOVERY", "", accepted, deadline, 30*time.Second, "recovery tock")
+	if err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	allAt := time.Since(start)
+	var first time.Duration = -1
+	select {
+	case t := <-firstCh:
+		first = t.Sub(start)
+	case <-time.After(time.Second):
+	}
+	ids, total, err := readIDs(ctx, nc2, "BENCH_RECOVERY", "", got)
+	if err != nil {
+		return fmt.Errorf("recovery: read back: %w", err)
+	}
+	missing := acc.missing(ids)
+	c2.stop()
+
+	jsReady, jsNote := math.NaN(), ""
+	if v, note, err := r.jsRecovery(ctx, n); err != nil {
+		r.rep.note("recovery: JetStream reference failed: %v", err)
+	} else {
+		jsReady, jsNote = v, note
+	}
+	r.rep.add("recovery", "restart → first schedule reply", UnitSec, seconds(ready), "plain JetStream: all msgs back", jsReady, tReady, jsNote)
+	firstVal := math.NaN()
+	if first >= 0 {
+		firstVal = seconds(first)
+	}
+	r.rep.value("recovery", "restart → first delivery", UnitSec, firstVal, nil, "seen by a core subscription connected as soon as the server accepted clients")
+	r.rep.value("recovery", "restart → all delivered", UnitSec, seconds(allAt), nil, fmt.Sprintf("%s in BENCH_RECOVERY", groupThousands(int64(got))))
+	r.rep.value("recovery", "delivered (unique Tock-Id)", UnitCount, float64(len(ids)), nil, fmt.Sprintf("of %s accepted", groupThousands(int64(accepted))))
+	r.rep.value("recovery", "missing", UnitCount, float64(missing), tZero, "")
+	r.rep.value("recovery", "duplicates", UnitCount, float64(total-uint64(len(ids))), nil, "")
+	r.rep.note("recovery: deliver times over [T, T+%v], T = now + %v; SIGKILL after all accepted, restart at T+2s on the same data dir", width, lead)
+	if missing > 0 {
+		r.rep.fail("recovery: %d acknowledged messages missing after the restart", missing)
+	}
+	return nil
+}
+
+// waitScheduleReady polls a fresh child with schedule requests (due in an
+// hour, to an uncaptured subject) until one is answered with an id, and
+// returns the time since the process started.
+func waitScheduleReady(ctx context.Context, c *child) (time.Duration, error) {
+	for {
+		if err := c.alive(); err != nil {
+			return 0, err
+		}
+		if nc, err := nats.Connect(c.url(), nats.Timeout(200*time.Millisecond), nats.MaxReconnects(0)); err == nil {
+			for ctx.Err() == nil {
+				m := nats.NewMsg("tock.schedule.bench.ready")
+				m.Header.Set("Tock-Delay", "1h")
+				res, err := nc.RequestMsg(m, time.Second)
+				if err == nil && res.Header.Get("Nats-Service-Error-Code") == "" && len(res.Data) > 0 && res.Data[0] == '{' {
+					nc.Close()
+					return time.Since(c.started), nil
+				}
+				if err != nil && !nc.IsConnected() {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			nc.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("no schedule reply: %w; log tail:\n%s", ctx.Err(), c.logTail(20))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// jsRecovery: a plain stream with n messages, SIGKILL, restart: seconds
+// from the process start until stream info shows all n.
+func (r *runner) jsRecovery(ctx context.Context, n int) (float64, string, error) {
+	c, err := r.newChild(ctx, "recovery-js")
+	if err != nil {
+		return 0, "", fmt.Errorf("JetStream child: %w", err)
+	}
+	if _, _, _, err := r.jsReference(ctx, c, "recovery JetStream", n, func(int) time.Time { return time.Now() }); err != nil {
+		return 0, "", err
+	}
+	c.kill()
+	c2, err := startChild(r.bin, c.data, c.logPath)
+	if err != nil {
+		return 0, "", fmt.Errorf("restart: %w", err)
+	}
+	r.mu.Lock()
+	r.children = append(r.children, c2)
+	r.mu.Unlock()
+	defer c2.stop()
+	wctx, cancel := context.WithTimeout(ctx, 120*time.Second+time.Duration(float64(n)/10_000*float64(time.Second)))
+	defer cancel()
+	var last uint64
+	for {
+		if err := c2.alive(); err != nil {
+			return 0, "", err
+		}
+		if nc, err := nats.Connect(c2.url(), nats.Timeout(200*time.Millisecond), nats.MaxReconnects(0)); err == nil {
+			st, err := streamState(wctx, nc, "BENCH_JS")
+			nc.Close()
+			if err == nil {
+				last = st.Msgs
+				if st.Msgs >= uint64(n) {
+					return seconds(time.Since(c2.started)), "", nil
+				}
+			}
+		}
+		select {
+		case <-wctx.Done():
+			if last > 0 {
+				return seconds(time.Since(c2.started)), fmt.Sprintf("plain JetStream recovered only %d of %d messages", last, n), nil
+			}
+			return 0, "", fmt.Errorf("stream not back: %w", wctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// durability: ingest with the server fsyncing every write.
+func (r *runner) durability(ctx context.Context) error {
+	n := r.o.SizeOf("durability")
+	due := spread(time.Now().Add(time.Minute), time.Hour-time.Minute, n)
+	c, err := r.newChild(ctx, "durability-tock", "--sync", "always")
+	if err != nil {
+		return fmt.Errorf("durability: tock child: %w", err)
+	}
+	p, elapsed, err := r.tockIngest(ctx, c, "durability tock", "bench.durability", n, due, nil, nil)
+	if err != nil {
+		return fmt.Errorf("durability: %w", err)
+	}
+	tockRate := float64(p.accepted.Load()) / elapsed.Seconds()
+	c.stop()
+	jc, err := r.newChild(ctx, "durability-js", "--sync", "always")
+	if err != nil {
+		return fmt.Errorf("durability: JetStream child: %w", err)
+	}
+	jsRate, _, _, err := r.jsReference(ctx, jc, "durability JetStream", n, due)
+	if err != nil {
+		return fmt.Errorf("durability: %w", err)
+	}
+	jc.stop()
+	r.rep.add("durability", "accepted/s, sync always", UnitRate, tockRate, "plain JetStream, sync always", jsRate, nil, "")
+	if r.ingestTock > 0 {
+		r.rep.add("durability", "tock accepted/s, sync always", UnitRate, tockRate, "tock, sync interval", r.ingestTock, nil, "interval figure from the ingest scenario of this run")
+		r.rep.add("durability", "JetStream accepted/s, sync always", UnitRate, jsRate, "JetStream, sync interval", r.ingestJS, nil, "")
+	}
+	return nil
+}
