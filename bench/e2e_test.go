@@ -55,20 +55,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// TestNativeScheduleFires checks what the native references rely on: a
-// stream with AllowMsgSchedules accepts "@at" with a fractional RFC 3339
-// time, fires into a subject of the same stream, never early, and keeps
-// the schedule's own headers on the fired copy.
-func TestNativeScheduleFires(t *testing.T) {
-	bin := binary(t)
+// testChild runs a tock child for the test and connects to it; both end
+// with the test. ctx bounds the test's own waits.
+func testChild(t *testing.T) (context.Context, *nats.Conn) {
+	t.Helper()
 	dir := t.TempDir()
-	c, err := startChild(bin, filepath.Join(dir, "data"), filepath.Join(dir, "log"))
+	c, err := startChild(binary(t), filepath.Join(dir, "data"), filepath.Join(dir, "log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.kill()
+	t.Cleanup(c.kill)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := c.waitReady(ctx, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +74,16 @@ func TestNativeScheduleFires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
+	return ctx, nc
+}
+
+// TestNativeScheduleFires checks what the native references rely on: a
+// stream with AllowMsgSchedules accepts "@at" with a fractional RFC 3339
+// time, fires into a subject of the same stream, never early, and keeps
+// the schedule's own headers on the fired copy.
+func TestNativeScheduleFires(t *testing.T) {
+	ctx, nc := testChild(t)
 	if err := createStream(ctx, nc, nativeStream("NATIVE_PROBE")); err != nil {
 		t.Fatal(err)
 	}
@@ -180,23 +187,7 @@ func TestQuickRun(t *testing.T) {
 // TestProducerErrors checks that refusals are counted by code, not as
 // accepts: a deliver time beyond --max-delay gets a 400.
 func TestProducerErrors(t *testing.T) {
-	bin := binary(t)
-	dir := t.TempDir()
-	c, err := startChild(bin, filepath.Join(dir, "data"), filepath.Join(dir, "log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.kill()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.waitReady(ctx, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := c.connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	ctx, nc := testChild(t)
 	var accepted int
 	var mu sync.Mutex
 	p, err := newProducer(nc, 8, func(int, idKey, time.Time) { mu.Lock(); accepted++; mu.Unlock() })

@@ -199,5 +199,7 @@ func (o *Options) window() int {
 	if o.Quick {
 		return 1_000
 	}
-	return 10_000
+	// Long enough (about half a second) that one GC cycle or scheduler
+	// hiccup does not decide a checkpoint's rate.
+	return 50_000
 }

@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/clock"
+	"github.com/tockd/tock/internal/natstest"
 	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/msgid"
 )
@@ -28,24 +28,9 @@ type env struct {
 
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	e := &env{t: t}
-	for _, c := range []**nats.Conn{&e.nc, &e.tc} {
-		if *c, err = nats.Connect(s.ClientURL()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup((*c).Close)
-	}
+	s := natstest.Start(t, t.TempDir())
+	e := &env{t: t, nc: natstest.Connect(t, s), tc: natstest.Connect(t, s)}
+	var err error
 	if e.js, err = jetstream.New(e.tc); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/clock"
+	"github.com/tockd/tock/internal/natstest"
 	"github.com/tockd/tock/msgid"
 )
 
@@ -137,28 +138,10 @@ type env struct {
 	gwCon *nats.Conn
 }
 
-func runServer(t *testing.T) *server.Server {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(srv.Shutdown)
-	return srv
-}
+func runServer(t *testing.T) *server.Server { return natstest.Start(t, "") }
 
 func connect(t *testing.T, srv *server.Server) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return natstest.Connect(t, srv)
 }
 
 // start runs a server, a gateway over the fake, and a client connection.

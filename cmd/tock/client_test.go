@@ -9,29 +9,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tockd/tock/internal/natstest"
 	"github.com/tockd/tock/msgid"
 )
 
 // startNATS runs a real NATS server on a free loopback port for the test.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s.ClientURL()
-}
+func startNATS(t *testing.T) string { return natstest.Start(t, "").ClientURL() }
 
 func connect(t *testing.T, url string) *nats.Conn {
 	t.Helper()
