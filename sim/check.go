@@ -12,8 +12,16 @@ import (
 // handedOut is called for every delivery the scheduler hands to the
 // publisher: firing began.
 func (s *simulator) handedOut(d slot.Delivery) {
-	if n, err := strconv.Atoi(string(d.Body)); err == nil && n >= 0 && n < len(s.ops) {
-		s.ops[n].handedOut++
+	n, err := strconv.Atoi(string(d.Body))
+	if err != nil || n < 0 || n >= len(s.ops) {
+		return // delivered reports it as an integrity failure
+	}
+	s.ops[n].handedOut++
+	// A delivery rests on its Scheduled event alone; handing it out before
+	// that event is stored could publish a message whose schedule is then
+	// refused (the append fails and the producer hears 503).
+	if !s.j.scheduled[d.ID] {
+		s.fail("durable-delivery", n, "%s handed to the publisher before its Scheduled event was stored", d.ID)
 	}
 }
 
