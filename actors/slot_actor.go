@@ -129,13 +129,11 @@ func (a *slotActor) step(in slot.Input) {
 	now := a.now()
 	a.core.Step(now, in)
 	rd := a.core.Ready()
-	for _, ev := range rd.Events {
-		if ev.Kind == journal.Scheduled {
-			if a.unstored == nil {
-				a.unstored = make(map[msgid.ID]struct{})
-			}
-			a.unstored[ev.ID] = struct{}{}
+	for _, id := range scheduledIDs(rd) {
+		if a.unstored == nil {
+			a.unstored = make(map[msgid.ID]struct{})
 		}
+		a.unstored[id] = struct{}{}
 	}
 	rd.Deliveries = a.deliverStored(rd.Deliveries)
 	if !rd.IsEmpty() {
@@ -190,10 +188,8 @@ func (a *slotActor) onAppended(m *appended) {
 	a.queue = a.queue[a.sealed:]
 	a.sealed, a.appending = 0, false
 	for _, rd := range done {
-		for _, ev := range rd.Events {
-			if ev.Kind == journal.Scheduled {
-				delete(a.unstored, ev.ID)
-			}
+		for _, id := range scheduledIDs(rd) {
+			delete(a.unstored, id)
 		}
 	}
 	for _, rd := range done {
@@ -211,6 +207,18 @@ func (a *slotActor) perform(rd slot.Ready) {
 		a.env.stats.count(ev.Kind)
 	}
 	a.publish(rd.Deliveries)
+}
+
+// scheduledIDs lists the ids of rd's Scheduled events: the messages rd
+// makes known to the journal.
+func scheduledIDs(rd slot.Ready) []msgid.ID {
+	var ids []msgid.ID
+	for _, ev := range rd.Events {
+		if ev.Kind == journal.Scheduled {
+			ids = append(ids, ev.ID)
+		}
+	}
+	return ids
 }
 
 // deliverStored hands out the deliveries whose Scheduled event is durable
