@@ -123,11 +123,20 @@ func (r *runner) newChild(ctx context.Context, name string, extra ...string) (*c
 	r.seq++
 	base := filepath.Join(r.dir, fmt.Sprintf("%02d-%s", r.seq, name))
 	r.mu.Unlock()
-	return r.startOn(ctx, base+".data", base+".log", extra...)
+	c, err := r.launch(base+".data", base+".log", extra...)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.waitReady(ctx, 60*time.Second); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// startOn starts a child on an existing or new data dir.
-func (r *runner) startOn(ctx context.Context, data, logPath string, extra ...string) (*child, error) {
+// launch starts a child on a new or existing data dir without waiting for
+// it to answer (a restart measures that itself); it is stopped when the
+// scenario ends.
+func (r *runner) launch(data, logPath string, extra ...string) (*child, error) {
 	c, err := startChild(r.bin, data, logPath, extra...)
 	if err != nil {
 		return nil, err
@@ -135,9 +144,6 @@ func (r *runner) startOn(ctx context.Context, data, logPath string, extra ...str
 	r.mu.Lock()
 	r.children = append(r.children, c)
 	r.mu.Unlock()
-	if err := c.waitReady(ctx, 60*time.Second); err != nil {
-		return nil, err
-	}
 	return c, nil
 }
 

@@ -723,13 +723,10 @@ func (r *runner) recovery(ctx context.Context) error {
 		return fmt.Errorf("recovery: %w", err)
 	}
 
-	c2, err := startChild(r.bin, c.data, c.logPath)
+	c2, err := r.launch(c.data, c.logPath)
 	if err != nil {
 		return fmt.Errorf("recovery: restart: %w", err)
 	}
-	r.mu.Lock()
-	r.children = append(r.children, c2)
-	r.mu.Unlock()
 	start := c2.started
 	deadline := start.Add(time.Duration(float64(n)/10_000*float64(time.Second)) + 120*time.Second)
 	wctx, cancel := context.WithDeadline(ctx, deadline)
@@ -850,13 +847,10 @@ func (r *runner) jsRecovery(ctx context.Context, n int) (float64, string, error)
 		return 0, "", err
 	}
 	c.kill()
-	c2, err := startChild(r.bin, c.data, c.logPath)
+	c2, err := r.launch(c.data, c.logPath)
 	if err != nil {
 		return 0, "", fmt.Errorf("restart: %w", err)
 	}
-	r.mu.Lock()
-	r.children = append(r.children, c2)
-	r.mu.Unlock()
 	defer c2.stop()
 	wctx, cancel := context.WithTimeout(ctx, 120*time.Second+time.Duration(float64(n)/10_000*float64(time.Second)))
 	defer cancel()
