@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/base32"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,29 +16,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tockd/tock/msgid"
 )
 
 // requestTimeout is how long a schedule request may stay unanswered
 // before the sweep counts it as timed out and frees its slot.
 const requestTimeout = 30 * time.Second
 
-// idKey is a tock id decoded to its 16 bytes: a set of a million of them
-// costs a third of the same set of strings.
-type idKey [16]byte
-
-var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
-
-func parseID(s string) (idKey, bool) {
-	var k idKey
-	if len(s) != 26 {
-		return k, false
-	}
-	n, err := idEncoding.Decode(k[:], []byte(s))
-	return k, err == nil && n == 16
-}
-
 // acceptFunc receives an accepted schedule: its request index, id and deliver time.
-type acceptFunc func(i int, id idKey, deliverAt time.Time)
+type acceptFunc func(i int, id msgid.ID, deliverAt time.Time)
 
 // producer sends pipelined schedule requests to tock on one connection:
 // one wildcard inbox subscription, at most inflight requests outstanding.
@@ -104,11 +90,12 @@ func (p *producer) reply(m *nats.Msg) {
 			ID        string    `json:"id"`
 			DeliverAt time.Time `json:"deliver_at"`
 		}
-		id, ok := idKey{}, false
-		if json.Unmarshal(m.Data, &r) == nil {
-			id, ok = parseID(r.ID)
+		var id msgid.ID
+		err := json.Unmarshal(m.Data, &r)
+		if err == nil {
+			id, err = msgid.Parse(r.ID)
 		}
-		if !ok {
+		if err != nil {
 			code = "bad reply"
 		} else {
 			p.onAccept(i, id, r.DeliverAt)
@@ -310,7 +297,7 @@ func createStream(ctx context.Context, nc *nats.Conn, cfg jetstream.StreamConfig
 
 // readIDs reads every message of stream (filtered to subject) with an
 // ordered consumer and counts the distinct Tock-Id headers and the copies.
-func readIDs(ctx context.Context, nc *nats.Conn, stream, subject string, want uint64) (ids map[idKey]int, total uint64, err error) {
+func readIDs(ctx context.Context, nc *nats.Conn, stream, subject string, want uint64) (ids map[msgid.ID]int, total uint64, err error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, 0, err
@@ -334,14 +321,14 @@ func readIDs(ctx context.Context, nc *nats.Conn, stream, subject string, want ui
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	ids = make(map[idKey]int, want)
+	ids = make(map[msgid.ID]int, want)
 	for total < want {
 		m, err := it.Next()
 		if err != nil {
 			return ids, total, fmt.Errorf("read %s after %d of %d: %w", stream, total, want, err)
 		}
 		total++
-		if k, ok := parseID(m.Headers().Get("Tock-Id")); ok {
+		if k, err := msgid.Parse(m.Headers().Get("Tock-Id")); err == nil {
 			ids[k]++
 		}
 	}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tockd/tock/msgid"
 )
 
 var (
@@ -190,7 +192,7 @@ func TestProducerErrors(t *testing.T) {
 	ctx, nc := testChild(t)
 	var accepted int
 	var mu sync.Mutex
-	p, err := newProducer(nc, 8, func(int, idKey, time.Time) { mu.Lock(); accepted++; mu.Unlock() })
+	p, err := newProducer(nc, 8, func(int, msgid.ID, time.Time) { mu.Lock(); accepted++; mu.Unlock() })
 	if err != nil {
 		t.Fatal(err)
 	}

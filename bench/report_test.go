@@ -205,19 +205,3 @@ func TestParseHeapProfile(t *testing.T) {
 		t.Error("a profile without MemStats should fail")
 	}
 }
-
-func TestParseID(t *testing.T) {
-	k, ok := parseID("000038fud2dk46gvsq4je40000")
-	if !ok || k == (idKey{}) {
-		t.Errorf("parseID of a valid id: %v %v", k, ok)
-	}
-	k2, _ := parseID("000038fud2ek46gvsq4je40000")
-	if k == k2 {
-		t.Error("distinct ids must decode to distinct keys")
-	}
-	for _, bad := range []string{"", "short", "000038fud2dk46gvsq4je4000!", "000038FUD2DK46GVSQ4JE40000x"} {
-		if _, ok := parseID(bad); ok {
-			t.Errorf("parseID(%q) accepted", bad)
-		}
-	}
-}

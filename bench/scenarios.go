@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tockd/tock/msgid"
 )
 
 var (
@@ -180,22 +182,22 @@ func (r *runner) nativeIngest(ctx context.Context, c *child, stream, label strin
 // acceptedSet records accepted ids by request index.
 type acceptedSet struct {
 	mu  sync.Mutex
-	ids []idKey
+	ids []msgid.ID
 	ok  []bool
 }
 
 func newAcceptedSet(n int) *acceptedSet {
-	return &acceptedSet{ids: make([]idKey, n), ok: make([]bool, n)}
+	return &acceptedSet{ids: make([]msgid.ID, n), ok: make([]bool, n)}
 }
 
-func (a *acceptedSet) add(i int, id idKey, _ time.Time) {
+func (a *acceptedSet) add(i int, id msgid.ID, _ time.Time) {
 	a.mu.Lock()
 	a.ids[i], a.ok[i] = id, true
 	a.mu.Unlock()
 }
 
 // missing counts accepted ids that are not in got.
-func (a *acceptedSet) missing(got map[idKey]int) (missing int) {
+func (a *acceptedSet) missing(got map[msgid.ID]int) (missing int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i, id := range a.ids {
@@ -336,7 +338,7 @@ func (r *runner) nativeBurst(ctx context.Context, n int, lead time.Duration, rat
 // latencyRecorder collects the first arrival's lateness per id.
 type latencyRecorder struct {
 	mu       sync.Mutex
-	seen     map[idKey]int
+	seen     map[msgid.ID]int
 	late     []time.Duration
 	early    int
 	bad      int // arrivals without a parsable id or time
@@ -344,10 +346,10 @@ type latencyRecorder struct {
 }
 
 func newLatencyRecorder(n int) *latencyRecorder {
-	return &latencyRecorder{seen: make(map[idKey]int, n), late: make([]time.Duration, 0, n)}
+	return &latencyRecorder{seen: make(map[msgid.ID]int, n), late: make([]time.Duration, 0, n)}
 }
 
-func (l *latencyRecorder) record(now time.Time, id idKey, due time.Time) {
+func (l *latencyRecorder) record(now time.Time, id msgid.ID, due time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.arrivals++
@@ -388,9 +390,9 @@ func (r *runner) precision(ctx context.Context) error {
 	rec := newLatencyRecorder(n)
 	sub, err := rc.Subscribe("bench.precision", func(m *nats.Msg) {
 		now := time.Now()
-		id, ok := parseID(m.Header.Get("Tock-Id"))
+		id, idErr := msgid.Parse(m.Header.Get("Tock-Id"))
 		due, err := time.Parse(time.RFC3339Nano, m.Header.Get("Tock-Deliver-At"))
-		if !ok || err != nil {
+		if idErr != nil || err != nil {
 			rec.mu.Lock()
 			rec.bad++
 			rec.mu.Unlock()
