@@ -27,7 +27,13 @@ type entry struct {
 }
 
 const (
-	chunkSize = 1 << 20
+	// chunkSize is the largest chunk small bodies share. Chunks grow to it
+	// by doubling from firstChunk, so a slot holding a few small bodies
+	// (most slots) allocates a few hundred bytes, not a whole chunk: with
+	// 1 MiB from the first body on, every slot load cleared 1 MiB, and
+	// loading thousands of small slots spent its time zeroing memory.
+	chunkSize  = 1 << 20
+	firstChunk = 512
 	// Bodies above this get a chunk of their own, so a chunk wastes at
 	// most this much at its end.
 	ownChunk = 64 << 10
@@ -72,7 +78,7 @@ func (st *store) reserve(n, bodies int) {
 	if free := cap(st.due.pos) - len(st.due.pos); free < n {
 		st.due.pos = append(make([]int32, 0, len(st.due.pos)+n), st.due.pos...)
 	}
-	if bodies > ownChunk {
+	if bodies > 0 {
 		// One chunk for the lot, bounded so one huge slot does not ask for
 		// a single giant allocation.
 		st.chunks = append(st.chunks, make([]byte, 0, min(bodies, 64*chunkSize)))
@@ -116,7 +122,11 @@ func (st *store) keep(body []byte) (chunk, off, n uint32) {
 		return uint32(len(st.chunks) - 1), 0, uint32(len(body))
 	}
 	if st.open < 0 || cap(st.chunks[st.open])-len(st.chunks[st.open]) < len(body) {
-		st.chunks = append(st.chunks, make([]byte, 0, chunkSize))
+		size := firstChunk
+		if st.open >= 0 {
+			size = min(max(2*cap(st.chunks[st.open]), firstChunk), chunkSize)
+		}
+		st.chunks = append(st.chunks, make([]byte, 0, max(size, len(body))))
 		st.open = len(st.chunks) - 1
 	}
 	c := st.chunks[st.open]

@@ -125,6 +125,42 @@ func testStore(t *testing.T, reserve bool) {
 	}
 }
 
+// A slot with a few small bodies holds a few small chunks, and a big one
+// reaches full-size chunks: the chunks grow with what they hold. With a
+// full chunk from the first body on, every load of a small slot cleared
+// 1 MiB, which made the simulator four times slower.
+func TestStoreChunksGrowWithBodies(t *testing.T) {
+	chunkBytes := func(st *store) (n int) {
+		for _, c := range st.chunks {
+			n += cap(c)
+		}
+		return n
+	}
+	body := make([]byte, 40)
+	for _, reserve := range []bool{false, true} {
+		var small store
+		small.init()
+		if reserve {
+			small.reserve(10, 10*len(body))
+		}
+		for i := range 10 {
+			small.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body})
+		}
+		if got := chunkBytes(&small); got > 4*firstChunk {
+			t.Errorf("reserve %v: 10 bodies of %d bytes take %d bytes of chunks", reserve, len(body), got)
+		}
+	}
+	var big store
+	big.init()
+	const n = 100_000
+	for i := range n {
+		big.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body})
+	}
+	if got, want := chunkBytes(&big), n*len(body); got > 2*want || len(big.chunks) > want/chunkSize+12 {
+		t.Errorf("%d bytes of bodies: %d chunks of %d bytes in all", want, len(big.chunks), got)
+	}
+}
+
 // BenchmarkGCWithResidentSlot reports the cost of one full GC cycle while
 // a slot holds a million pending 256-byte messages. The store holds them
 // without per-message pointers, so the cycle has little to trace.

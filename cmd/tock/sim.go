@@ -6,6 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +24,8 @@ type simOpts struct {
 	workload           string
 	slotWidth, horizon time.Duration
 	retention          time.Duration
+	cpuProfile         string
+	memProfile         string
 }
 
 func simFlags(o *simOpts) *flag.FlagSet {
@@ -34,6 +39,8 @@ func simFlags(o *simOpts) *flag.FlagSet {
 	fs.Var(newDurationValue(&o.slotWidth, time.Minute), "slot-width", "slot `width`")
 	fs.Var(newDurationValue(&o.horizon, 10*time.Second), "horizon", "activation `horizon`")
 	fs.Var(newDurationValue(&o.retention, 72*time.Hour), "retention", "`retention` of finished slots")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the runs to `file` (go tool pprof)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile to `file` after the runs (go tool pprof -sample_index=alloc_space)")
 	return fs
 }
 
@@ -63,6 +70,16 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	if err != nil {
 		return failUsage(c, err, stdout, stderr)
 	}
+	stop, err := startProfiles(o.cpuProfile, o.memProfile)
+	if err != nil {
+		fmt.Fprintf(stderr, "tock sim: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if err := stop(); err != nil {
+			fmt.Fprintf(stderr, "tock sim: %v\n", err)
+		}
+	}()
 	began := time.Now()
 	for seed := o.seed; seed < o.seed+o.seeds; seed++ {
 		cfg := sim.Config{
@@ -93,6 +110,54 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 		fmt.Fprintf(stdout, "%d seeds passed in %v\n", o.seeds, time.Since(began).Round(time.Millisecond))
 	}
 	return 0
+}
+
+// startProfiles starts a CPU profile to cpuFile (if set); the returned stop
+// ends it and writes the allocation profile to memFile (if set). Profiles
+// are how the simulator's own cost is found: a run exercises the slot
+// store and the actors at a scale no unit benchmark does.
+func startProfiles(cpuFile, memFile string) (stop func() error, err error) {
+	var cpu *os.File
+	if cpuFile != "" {
+		if cpu, err = os.Create(cpuFile); err != nil {
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			cpu.Close()
+			return nil, fmt.Errorf("cpu profile %s: %w", cpuFile, err)
+		}
+	}
+	return func() error {
+		var errs []error
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			if err := cpu.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("cpu profile %s: %w", cpuFile, err))
+			}
+		}
+		if memFile != "" {
+			if err := writeHeapProfile(memFile); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}, nil
+}
+
+func writeHeapProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	runtime.GC() // up-to-date in-use figures; allocation totals are kept anyway
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("memory profile %s: %w", file, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("memory profile %s: %w", file, err)
+	}
+	return nil
 }
 
 func total(m map[string]int) int {
