@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/bits"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -65,6 +67,19 @@ type NATSConfig struct {
 	// beyond it Append fails with ErrUnavailable instead of growing memory
 	// without bound while the server is slow or away. Default 64 MiB.
 	MaxQueueBytes int
+	// BucketWidth is the span of deliver times one far subject holds
+	// (nats_layout.go), rounded up to whole slots. Default 24 h. It is
+	// stored in the stream metadata; a stream made with another width
+	// keeps its own.
+	BucketWidth time.Duration
+	// FineWindow is how long before its start a bucket opens into one
+	// subject per slot. Default 24 h. It must exceed the scheduler's
+	// horizon, so every slot the scheduler loads ahead of time is open.
+	FineWindow time.Duration
+	// Now is the clock that opens buckets. Default time.Now.
+	Now func() time.Time
+	// Logger gets the flusher's warnings. Default: discarded.
+	Logger *slog.Logger
 }
 
 func (c NATSConfig) withDefaults(nc *nats.Conn) (NATSConfig, error) {
@@ -83,6 +98,18 @@ func (c NATSConfig) withDefaults(nc *nats.Conn) (NATSConfig, error) {
 	if c.MaxQueueBytes <= 0 {
 		c.MaxQueueBytes = defaultMaxQueueBytes
 	}
+	if c.BucketWidth <= 0 {
+		c.BucketWidth = defaultBucketWidth
+	}
+	if c.FineWindow <= 0 {
+		c.FineWindow = defaultFineWindow
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
 	maxPayload := int(nc.MaxPayload())
 	if c.MaxRecordBytes <= 0 {
 		c.MaxRecordBytes = maxPayload - recordMargin
@@ -97,6 +124,12 @@ func (c NATSConfig) widthMs() string {
 	return strconv.FormatInt(c.SlotWidth.Milliseconds(), 10)
 }
 
+// bucketMs is the bucket width in ms, a whole number of slots.
+func (c NATSConfig) bucketMs() int64 {
+	w := c.SlotWidth.Milliseconds()
+	return max(1, (c.BucketWidth.Milliseconds()+w-1)/w) * w
+}
+
 // NATS is the JetStream Journal: one stream, one subject per slot.
 //
 // Appends are group-committed by one flusher goroutine, which also runs
@@ -109,10 +142,24 @@ type NATS struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 
-	mu      sync.Mutex
-	queue   []*op
-	qbytes  int
-	closed  bool
+	widthMs     int64
+	bucketSlots int64 // slots per bucket
+
+	mu     sync.Mutex
+	queue  []*op
+	qbytes int
+	closed bool
+	// opened is the highest open bucket: every bucket up to it is open.
+	opened int64
+	// far holds the buckets above opened that may have far records.
+	far map[int64]struct{}
+	// stale holds opened buckets whose far records are still to be
+	// purged, up to that sequence.
+	stale map[int64]uint64
+	// newest is the largest At stored, or found stored at start.
+	newest atomic.Int64
+	// metaAt is the newest value stored in the meta record (flusher only).
+	metaAt  int64
 	wake    chan struct{} // buffered 1: "the queue or closed changed"
 	stopped chan struct{} // closed when the flusher has returned
 }
@@ -126,18 +173,23 @@ type op struct {
 	// if the Append exceeds MaxRecordBytes.
 	chunks [][]byte
 	size   int
+	maxAt  int64 // the largest At of its events
+	farOK  bool  // may go to its slot's far bucket (farEligible)
 	done   func(uint64, error)
 	err    error     // failed before publishing
 	recs   []*record // where its chunks went
+	meta   *record   // the round's meta record, which it needs stored too
 }
 
 // record is one message of a round.
 type record struct {
-	slot int64
-	data []byte
-	fut  jetstream.PubAckFuture
-	seq  uint64
-	err  error
+	slot   int64 // the slot, or for a far record the bucket
+	subj   string
+	header nats.Header
+	data   []byte
+	fut    jetstream.PubAckFuture
+	seq    uint64
+	err    error
 }
 
 // NewNATS opens the journal on nc, creating or updating its stream. It
@@ -169,8 +221,35 @@ func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig) (*NATS, error) 
 		nc:      nc,
 		js:      js,
 		stream:  stream,
+		widthMs: cfg.SlotWidth.Milliseconds(),
+		far:     make(map[int64]struct{}),
+		stale:   make(map[int64]uint64),
 		wake:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
+	}
+	bucketMs, err := strconv.ParseInt(stream.CachedInfo().Config.Metadata[BucketWidthKey], 10, 64)
+	if err != nil || bucketMs <= 0 || bucketMs%n.widthMs != 0 {
+		return nil, fmt.Errorf("journal stream %s: bad %s %q", cfg.Stream, BucketWidthKey, stream.CachedInfo().Config.Metadata[BucketWidthKey])
+	}
+	n.bucketSlots = bucketMs / n.widthMs
+	newest, err := n.Newest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n.newest.Store(newest)
+	n.metaAt = newest // what the meta record holds, or less: no rewrite needed
+	far, err := n.listFar(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n.opened = math.MinInt64
+	for _, b := range far {
+		n.far[b] = struct{}{}
+	}
+	// Open what is due before anyone reads: a slot the scheduler recovers
+	// at start must be listed by Slots, which reads only slot subjects.
+	if err := n.openUpTo(n.openTarget(cfg.Now().UnixMilli())); err != nil {
+		return nil, fmt.Errorf("journal stream %s: %w", cfg.Stream, err)
 	}
 	go n.flush()
 	return n, nil
@@ -191,7 +270,10 @@ func (n *NATS) Append(slot int64, events []Event, done func(seq uint64, err erro
 	if done == nil {
 		done = func(uint64, error) {} // fire and forget; not worth a crash in the flusher
 	}
-	o := &op{slot: slot, done: done}
+	o := &op{slot: slot, done: done, farOK: n.farEligible(slot, events)}
+	for i := range events {
+		o.maxAt = max(o.maxAt, events[i].At)
+	}
 	if err := validate(events); err != nil {
 		o.err = fmt.Errorf("append slot %d: %w", slot, err)
 	} else if o.chunks, o.err = encodeChunks(events, n.cfg.MaxRecordBytes); o.err != nil {
@@ -274,56 +356,95 @@ func chunk(count int, body []byte) []byte {
 // flush is the flusher goroutine: one round at a time, so a round's
 // records are stored (or failed) before the next round's are sent, which
 // keeps each slot's records in call order even across failures.
+//
+// Between rounds it opens the far buckets whose time has come
+// (nats_layout.go): no append is being written while a bucket's records
+// are copied, so none can slip between the copy and the purge.
 func (n *NATS) flush() {
 	defer close(n.stopped)
+	timer := time.AfterFunc(time.Hour, n.signal)
+	defer timer.Stop()
 	for {
-		ops, ok := n.take()
-		if !ok {
-			return
+		timer.Reset(n.openDue())
+		ops, closed := n.take()
+		if len(ops) > 0 {
+			recs := n.group(ops)
+			n.publishRound(recs, n.cfg.AckTimeout)
+			if len(ops) > 0 && ops[0].meta != nil && ops[0].meta.err == nil {
+				n.metaAt, _ = strconv.ParseInt(ops[0].meta.header.Get(newestHeader), 10, 64)
+			}
+			for _, o := range ops {
+				o.finish()
+			}
+			continue
 		}
-		recs := n.group(ops)
-		n.publish(recs)
-		for _, o := range ops {
-			o.finish()
+		if closed {
+			return
 		}
 	}
 }
 
-// take waits for queued ops and takes them all; false once closed and empty.
+// take takes every queued op, or waits for a signal if there are none; it
+// reports whether the journal is closed.
 func (n *NATS) take() ([]*op, bool) {
-	for {
-		n.mu.Lock()
-		if len(n.queue) > 0 {
-			ops := n.queue
-			n.queue, n.qbytes = nil, 0
-			n.mu.Unlock()
-			return ops, true
-		}
-		closed := n.closed
+	n.mu.Lock()
+	if len(n.queue) > 0 {
+		ops := n.queue
+		n.queue, n.qbytes = nil, 0
 		n.mu.Unlock()
-		if closed {
-			return nil, false
-		}
+		return ops, false
+	}
+	closed := n.closed
+	n.mu.Unlock()
+	if !closed {
 		<-n.wake
 	}
+	return nil, closed
 }
 
 // group packs the chunks of ops into records: each chunk joins the last
 // record of its slot if it fits, or starts a new one. Later records of a
 // slot only ever get later chunks, so publishing records in creation order
 // keeps each slot's order.
+//
+// An op whose slot's bucket is far goes to the bucket's far subject,
+// where records mix the bucket's slots. The route is decided here, not in
+// Append, so that it changes only between rounds, where buckets open.
 func (n *NATS) group(ops []*op) []*record {
+	type key struct {
+		far bool
+		idx int64
+	}
 	var recs []*record
-	last := make(map[int64]*record)
+	last := make(map[key]*record)
+	n.mu.Lock()
+	opened := n.opened
+	for _, o := range ops {
+		if b := n.bucketOf(o.slot); o.err == nil && o.farOK && b > opened {
+			n.far[b] = struct{}{} // before the record exists: loads read it from now on
+		}
+	}
+	n.mu.Unlock()
 	for _, o := range ops {
 		if o.err != nil {
 			continue
 		}
+		if o.maxAt > n.newest.Load() {
+			n.newest.Store(o.maxAt) // the flusher is the only writer
+		}
+		o.meta = nil
+		k := key{idx: o.slot}
+		if b := n.bucketOf(o.slot); o.farOK && b > opened {
+			k = key{far: true, idx: b}
+		}
 		for _, c := range o.chunks {
-			r := last[o.slot]
+			r := last[k]
 			if r == nil || len(r.data)+len(c)-1 > n.cfg.MaxRecordBytes {
-				r = &record{slot: o.slot, data: c}
-				last[o.slot] = r
+				r = &record{slot: k.idx, subj: n.subject(k.idx), data: c}
+				if k.far {
+					r.subj = n.farSubject(k.idx)
+				}
+				last[k] = r
 				recs = append(recs, r)
 			} else {
 				r.data = append(r.data, c[1:]...) // drop the chunk's version byte
@@ -333,13 +454,37 @@ func (n *NATS) group(ops []*op) []*record {
 			}
 		}
 	}
+	if meta := n.metaRecord(); meta != nil {
+		for _, o := range ops {
+			o.meta = meta
+		}
+		recs = append([]*record{meta}, recs...)
+	}
 	return recs
 }
 
-// publish sends all records pipelined, then waits for their acks, giving
-// the round AckTimeout in all.
-func (n *NATS) publish(recs []*record) {
-	deadline := time.Now().Add(n.cfg.AckTimeout)
+// metaRecord returns a record for the meta subject when the largest At
+// stored has passed the bound the meta record holds, nil otherwise. The
+// bound is set metaSlack above that At, so under load the meta subject is
+// written about once per metaSlack, not once per round. The record rolls
+// the subject up: one meta record is kept.
+func (n *NATS) metaRecord() *record {
+	newest := n.newest.Load()
+	if newest <= n.metaAt {
+		return nil
+	}
+	return &record{subj: n.metaSubject(), header: nats.Header{
+		newestHeader:        []string{strconv.FormatInt(newest+metaSlack.Milliseconds(), 10)},
+		jetstream.MsgRollup: []string{jetstream.MsgRollupSubject},
+	}}
+}
+
+func (n *NATS) metaSubject() string { return n.cfg.Prefix + "." + metaToken }
+
+// publishRound sends all records pipelined, then waits for their acks,
+// giving the round timeout in all.
+func (n *NATS) publishRound(recs []*record, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
 	for _, r := range recs {
 		n.send(r, deadline)
 	}
@@ -373,7 +518,7 @@ func (n *NATS) send(r *record, deadline time.Time) {
 		r.err = appendErr(r.slot, errors.New("failpoint appendFail"))
 		failpoint.Return()
 	})
-	msg := &nats.Msg{Subject: n.subject(r.slot), Data: r.data}
+	msg := &nats.Msg{Subject: r.subj, Data: r.data, Header: r.header}
 	// No retries: a retry is sent later from a timer, possibly after the
 	// next round's records, which would break the slot's order.
 	fut, err := n.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0), jetstream.WithStallWait(wait))
@@ -415,6 +560,10 @@ func (o *op) finish() {
 		o.done(0, o.err)
 		return
 	}
+	if o.meta != nil && o.meta.err != nil {
+		o.done(0, o.meta.err)
+		return
+	}
 	for _, r := range o.recs {
 		if r.err != nil {
 			o.done(0, r.err)
@@ -444,13 +593,35 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-// Load replays slot's records with batched direct gets.
+// Load replays slot's records with batched direct gets. A slot whose
+// bucket is not open may have events in the bucket's far records too: those
+// are read first (see nats_layout.go for why that order) and merged by
+// sequence.
 func (n *NATS) Load(ctx context.Context, slot int64) ([]Event, uint64, error) {
+	far, hasFar := n.isFar(slot)
+	var farRecs []seqEvents
+	if far && hasFar {
+		var err error
+		if farRecs, err = n.loadFar(ctx, slot); err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				return nil, 0, err
+			}
+			return nil, 0, readErr("load", slot, err)
+		}
+	}
 	var events []Event
+	var own []seqEvents // with far records only
 	last, err := n.scan(ctx, n.subject(slot), func(seq uint64, data []byte) error {
 		var err error
 		// data is the message's own buffer, never reused: bodies may alias it.
-		if events, err = decodeAppend(events, data, true); err != nil {
+		if len(farRecs) == 0 {
+			events, err = decodeAppend(events, data, true)
+		} else {
+			var evs []Event
+			evs, err = decodeAppend(nil, data, true)
+			own = append(own, seqEvents{seq: seq, events: evs})
+		}
+		if err != nil {
 			return fmt.Errorf("load slot %d record %d: %w", slot, seq, err)
 		}
 		return nil
@@ -460,6 +631,10 @@ func (n *NATS) Load(ctx context.Context, slot int64) ([]Event, uint64, error) {
 			return nil, 0, err
 		}
 		return nil, 0, readErr("load", slot, err)
+	}
+	if len(farRecs) > 0 {
+		events = mergeRecords(own, farRecs)
+		last = max(last, farRecs[len(farRecs)-1].seq)
 	}
 	return events, last, nil
 }
@@ -480,17 +655,32 @@ func (n *NATS) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) {
 	return events, msg.Sequence, nil
 }
 
-// Newest is the server's time of the stream's last write: records are
-// stored after the events in them happened, on the same machine's clock.
+// Newest is the largest of the server's time of the stream's last write,
+// the bound in the meta record, and what this journal stored since it
+// opened. The meta record is what keeps the promise: the server's time
+// alone would not bound an At ahead of it (stamps, and so At, run ahead of
+// the clock after it stepped back, and an external server's clock may lag
+// tock's), and a purge may remove the record holding the largest At.
 func (n *NATS) Newest(ctx context.Context) (int64, error) {
 	info, err := n.stream.Info(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("newest: %w", unavailable(err))
 	}
-	if info.State.LastTime.IsZero() {
-		return 0, nil
+	newest := n.newest.Load()
+	if !info.State.LastTime.IsZero() {
+		newest = max(newest, info.State.LastTime.UnixMilli())
 	}
-	return info.State.LastTime.UnixMilli(), nil
+	msg, err := n.stream.GetLastMsgForSubject(ctx, n.metaSubject())
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("newest: %w", unavailable(err))
+	default:
+		if v, err := strconv.ParseInt(msg.Header.Get(newestHeader), 10, 64); err == nil {
+			newest = max(newest, v)
+		}
+	}
+	return newest, nil
 }
 
 // PurgeUpTo purges slot's records with sequence ≤ seq.
@@ -498,15 +688,20 @@ func (n *NATS) PurgeUpTo(ctx context.Context, slot int64, seq uint64) error {
 	if seq == 0 {
 		return nil // a purge sequence of 0 would mean "no limit"
 	}
-	opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(n.subject(slot))}
+	if err := n.purgeSubject(ctx, n.subject(slot), seq); err != nil {
+		return readErr("purge", slot, err)
+	}
+	return nil
+}
+
+// purgeSubject purges subj's records with sequence ≤ seq (seq > 0).
+func (n *NATS) purgeSubject(ctx context.Context, subj string, seq uint64) error {
+	opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(subj)}
 	if seq < math.MaxUint64 {
 		// The server purges "up to but not including" this sequence.
 		opts = append(opts, jetstream.WithPurgeSequence(seq+1))
 	}
-	if err := n.stream.Purge(ctx, opts...); err != nil {
-		return readErr("purge", slot, err)
-	}
-	return nil
+	return n.stream.Purge(ctx, opts...)
 }
 
 // Close stops accepting appends, lets the flusher commit what is queued,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -124,28 +125,19 @@ type streamInfoPage struct {
 	Total int `json:"total"`
 }
 
-// Slots lists the slots with records, from the stream's per-subject
-// counts. The server pages those 100,000 subjects at a time, sorted as
-// text. jetstream's Stream.Info pages by the number of distinct subjects
-// seen so far, which can repeat a request forever if slots are created
-// and purged meanwhile; this pages by the count the server returned, so
-// it always ends. A slot created or purged while a listing of more than
-// 100,000 slots runs may be missed.
+// Slots lists the slots with records on their own subjects. Slots whose
+// bucket is not open yet may have records only in the bucket's far
+// subject and are then not listed: they are not due before their bucket
+// opens, FineWindow ahead, and NewNATS opens every bucket that is due.
 func (n *NATS) Slots(ctx context.Context) ([]int64, error) {
-	seen := make(map[int64]struct{})
-	for offset := 0; ; {
-		page, err := n.slotPage(ctx, offset)
-		if err != nil {
-			return nil, fmt.Errorf("slots: %w", unavailable(err))
-		}
-		for subj := range page.State.Subjects {
-			if slot, ok := n.parseSlot(subj); ok {
-				seen[slot] = struct{}{}
-			}
-		}
-		offset += len(page.State.Subjects)
-		if len(page.State.Subjects) == 0 || offset >= page.Total {
-			break
+	subjects, err := n.subjects(ctx, n.cfg.Prefix+".*")
+	if err != nil {
+		return nil, fmt.Errorf("slots: %w", unavailable(err))
+	}
+	seen := make(map[int64]struct{}, len(subjects))
+	for _, subj := range subjects {
+		if slot, ok := n.parseSlot(subj); ok {
+			seen[slot] = struct{}{}
 		}
 	}
 	slots := make([]int64, 0, len(seen))
@@ -156,13 +148,38 @@ func (n *NATS) Slots(ctx context.Context) ([]int64, error) {
 	return slots, nil
 }
 
-func (n *NATS) slotPage(ctx context.Context, offset int) (*streamInfoPage, error) {
+// subjects lists the stream's subjects matching filter, from the
+// stream's per-subject counts. The server pages those 100,000 subjects at
+// a time, sorted as text. jetstream's Stream.Info pages by the number of
+// distinct subjects seen so far, which can repeat a request forever if
+// subjects are created and purged meanwhile; this pages by the count the
+// server returned, so it always ends. A subject created or purged while a
+// listing of more than 100,000 subjects runs may be missed.
+func (n *NATS) subjects(ctx context.Context, filter string) ([]string, error) {
+	seen := make(map[string]struct{})
+	for offset := 0; ; {
+		page, err := n.subjectPage(ctx, filter, offset)
+		if err != nil {
+			return nil, err
+		}
+		for subj := range page.State.Subjects {
+			seen[subj] = struct{}{}
+		}
+		offset += len(page.State.Subjects)
+		if len(page.State.Subjects) == 0 || offset >= page.Total {
+			break
+		}
+	}
+	return slices.Collect(maps.Keys(seen)), nil
+}
+
+func (n *NATS) subjectPage(ctx context.Context, filter string, offset int) (*streamInfoPage, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.AckTimeout)
 		defer cancel()
 	}
-	req, err := json.Marshal(map[string]any{"subjects_filter": n.cfg.Prefix + ".>", "offset": offset})
+	req, err := json.Marshal(map[string]any{"subjects_filter": filter, "offset": offset})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -39,11 +40,17 @@ func (c NATSConfig) enforce(sc *jetstream.StreamConfig) bool {
 	sc.Discard = jetstream.DiscardNew
 	sc.DiscardNewPerSubject = false
 	sc.AllowDirect = true
+	sc.AllowRollup = true // the meta record replaces its predecessor
 	sc.Duplicates = duplicateWindow
 	if sc.Metadata == nil {
 		sc.Metadata = make(map[string]string)
 	}
 	sc.Metadata[SlotWidthKey] = c.widthMs()
+	if _, ok := sc.Metadata[BucketWidthKey]; !ok {
+		// A new stream, or one written before far buckets existed: it
+		// has no far records yet, so any width fits.
+		sc.Metadata[BucketWidthKey] = strconv.FormatInt(c.bucketMs(), 10)
+	}
 
 	return !slices.Equal(before.Subjects, sc.Subjects) ||
 		before.MaxAge != sc.MaxAge ||
@@ -51,8 +58,10 @@ func (c NATSConfig) enforce(sc *jetstream.StreamConfig) bool {
 		before.Discard != sc.Discard ||
 		before.DiscardNewPerSubject != sc.DiscardNewPerSubject ||
 		before.AllowDirect != sc.AllowDirect ||
+		before.AllowRollup != sc.AllowRollup ||
 		before.Duplicates != sc.Duplicates ||
-		before.Metadata[SlotWidthKey] != sc.Metadata[SlotWidthKey]
+		before.Metadata[SlotWidthKey] != sc.Metadata[SlotWidthKey] ||
+		before.Metadata[BucketWidthKey] != sc.Metadata[BucketWidthKey]
 }
 
 // ensureStream opens the journal stream, creating it if missing and

@@ -259,10 +259,10 @@ func testUnavailable(t *testing.T, j *NATS, timeout time.Duration) {
 	// One round of several records ends at its deadline, whoever waits.
 	var recs []*record
 	for slot := range int64(5) {
-		recs = append(recs, &record{slot: slot, data: EncodeRecord(nil, genEvents(1, 1))})
+		recs = append(recs, &record{slot: slot, subj: j.subject(slot), data: EncodeRecord(nil, genEvents(1, 1))})
 	}
 	start = time.Now()
-	j.publish(recs)
+	j.publishRound(recs, j.cfg.AckTimeout)
 	if d := time.Since(start); d > limit {
 		t.Errorf("a round of %d records failed after %v, want within %v", len(recs), d, limit)
 	}
