@@ -26,6 +26,12 @@ import (
 // journal record can batch many events.
 const embeddedMaxPayload = 8 << 20
 
+// journalFineWindow is how far ahead the journal keeps one subject per
+// slot; beyond it, a day of deliver times shares one subject. A day covers
+// the classic timers (minutes to hours) with one write each, and keeps a
+// year ahead to about 365 + 2,880 subjects (docs/ARCHITECTURE.md).
+const journalFineWindow = 24 * time.Hour
+
 // Version is reported by the NATS service API.
 const Version = "0.1.0"
 
@@ -72,7 +78,12 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		s.log.Warn("--max-payload is not below the server's max_payload: larger messages get a NATS error instead of 413",
 			"max_payload", cfg.MaxPayload, "server_max_payload", max)
 	}
-	s.journal, err = journal.NewNATS(ctx, s.nc, journal.NATSConfig{SlotWidth: cfg.SlotWidth})
+	s.journal, err = journal.NewNATS(ctx, s.nc, journal.NATSConfig{
+		SlotWidth: cfg.SlotWidth,
+		// Every slot the scheduler loads ahead of time must be open.
+		FineWindow: max(journalFineWindow, 2*cfg.Horizon+cfg.SlotWidth),
+		Logger:     s.log.With("part", "journal"),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
