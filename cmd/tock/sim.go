@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tockd/tock/sim"
@@ -18,6 +20,7 @@ import (
 
 type simOpts struct {
 	seed, seeds        uint64
+	parallel           int
 	messages           int
 	span               time.Duration
 	faults             string
@@ -32,6 +35,7 @@ func simFlags(o *simOpts) *flag.FlagSet {
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.Uint64Var(&o.seed, "seed", 1, "the `seed`: the same seed replays the same run, byte for byte")
 	fs.Uint64Var(&o.seeds, "seeds", 1, "run `N` seeds, from --seed on; stops at the first violation")
+	fs.IntVar(&o.parallel, "parallel", 1, "run seeds on `K` goroutines (0: GOMAXPROCS); results print in seed order")
 	fs.IntVar(&o.messages, "messages", 1000, "schedule `N` messages")
 	fs.Var(newDurationValue(&o.span, 24*time.Hour), "span", "deliver times fall within this `duration` of virtual time (also the max delay)")
 	fs.StringVar(&o.faults, "faults", "on", "inject faults: `on|off`")
@@ -81,35 +85,148 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 		}
 	}()
 	began := time.Now()
-	for seed := o.seed; seed < o.seed+o.seeds; seed++ {
-		cfg := sim.Config{
+	k := o.parallel
+	if k == 0 {
+		k = runtime.GOMAXPROCS(0)
+	}
+	run := func(seed uint64) seedResult {
+		return runSeed(sim.Config{
 			Seed: seed, Messages: o.messages, Span: o.span, Faults: o.faults == "on", Workload: mix,
 			SlotWidth: o.slotWidth, Horizon: o.horizon, Retention: o.retention,
-		}
-		fmt.Fprintf(stdout, "seed %d\n", seed)
-		start := time.Now()
-		rep, err := sim.Run(cfg)
-		wall := time.Since(start)
-		if o.seeds == 1 || err != nil {
-			printSimReport(stdout, rep, wall)
-		} else {
-			fmt.Fprintf(stdout, "  ok: %d scheduled, %d delivered, %d faults, trace %016x, %v\n",
-				rep.Acked, rep.Delivered, total(rep.Faults), rep.TraceHash, wall.Round(time.Millisecond))
-		}
-		if err != nil {
-			var v *sim.Violation
-			if errors.As(err, &v) {
-				fmt.Fprintf(stderr, "VIOLATION %v\n", err) // ends with the rerun line
-				return 1
+		})
+	}
+	failed := false
+	runSeeds(o.seed, o.seeds, k, run, func(seed uint64) { fmt.Fprintf(stdout, "seed %d\n", seed) },
+		func(seed uint64, r seedResult) bool {
+			if o.seeds == 1 || r.err != nil {
+				printSimReport(stdout, r.rep, r.wall)
+			} else {
+				fmt.Fprintf(stdout, "  ok: %d scheduled, %d delivered, %d faults, trace %016x, %v\n",
+					r.rep.Acked, r.rep.Delivered, total(r.rep.Faults), r.rep.TraceHash, r.wall.Round(time.Millisecond))
 			}
-			fmt.Fprintf(stderr, "tock sim: %v\n", err)
-			return 1
-		}
+			if r.err == nil {
+				return true
+			}
+			failed = true
+			var v *sim.Violation
+			if errors.As(r.err, &v) {
+				fmt.Fprintf(stderr, "VIOLATION %v\n", r.err) // ends with the rerun line
+			} else {
+				fmt.Fprintf(stderr, "tock sim: %v\n", r.err)
+			}
+			return false
+		})
+	if failed {
+		return 1
 	}
 	if o.seeds > 1 {
-		fmt.Fprintf(stdout, "%d seeds passed in %v\n", o.seeds, time.Since(began).Round(time.Millisecond))
+		fmt.Fprintf(stdout, "%d seeds passed in %v (parallel %d)\n", o.seeds, time.Since(began).Round(time.Millisecond), min(uint64(k), o.seeds))
 	}
 	return 0
+}
+
+// seedResult is one seed's run.
+type seedResult struct {
+	rep  sim.Report
+	err  error
+	wall time.Duration
+}
+
+// runSeed runs cfg; a panic becomes the seed's error, so a parallel run
+// still names the seed that broke (the simulator turns panics in its own
+// callbacks into violations; one anywhere else would end the process
+// without saying which of the seeds in flight it was).
+func runSeed(cfg sim.Config) (r seedResult) {
+	start := time.Now()
+	defer func() {
+		r.wall = time.Since(start)
+		if p := recover(); p != nil {
+			r.err = fmt.Errorf("seed %d: panic: %v\n%s", cfg.Seed, p, debug.Stack())
+		}
+	}()
+	r.rep, r.err = sim.Run(cfg)
+	return r
+}
+
+// runSeeds runs seeds first, first+1, ... (n of them) on k goroutines and
+// hands the results to emit in seed order, whatever order they finish in,
+// so the output is the same for every k. begin is called for a seed once
+// every lower one was emitted: with k = 1 just before it runs, and in any
+// case before its result, so the last seed printed is the one a hung run
+// is stuck on. emit returns false to stop at that seed: no seed above it is
+// started any more, and since seeds below it were emitted first, the one it
+// stops at is the lowest failing seed.
+//
+// Each run is single-goroutine and deterministic, and runs share no
+// mutable state (sim.Run reads the failpoint registry, which is safe for
+// concurrent use, and nothing else global), so running them side by side
+// changes nothing but the wall time.
+func runSeeds(first, n uint64, k int, run func(seed uint64) seedResult, begin func(seed uint64), emit func(seed uint64, r seedResult) bool) {
+	type done struct {
+		seed uint64
+		r    seedResult
+	}
+	k = int(min(uint64(max(k, 1)), n))
+	var (
+		mu   sync.Mutex
+		next = first
+		stop = first + n // no seed at or above it is started
+	)
+	results := make(chan done)
+	var wg sync.WaitGroup
+	for range k {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				if next >= stop {
+					mu.Unlock()
+					return
+				}
+				seed := next
+				next++
+				mu.Unlock()
+				r := run(seed)
+				if r.err != nil {
+					mu.Lock()
+					stop = min(stop, seed+1) // seeds below it still run: one may fail too
+					mu.Unlock()
+				}
+				results <- done{seed, r}
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+	waiting := map[uint64]seedResult{}
+	want, stopped := first, false
+	if n > 0 {
+		begin(want)
+	}
+	for d := range results { // drained to the end, so no worker is left blocked
+		if stopped {
+			continue
+		}
+		waiting[d.seed] = d.r
+		for !stopped {
+			r, ok := waiting[want]
+			if !ok {
+				break
+			}
+			delete(waiting, want)
+			if !emit(want, r) {
+				stopped = true
+				mu.Lock()
+				stop = min(stop, want)
+				mu.Unlock()
+				break
+			}
+			if want++; want < first+n {
+				begin(want)
+			}
+		}
+	}
 }
 
 // startProfiles starts a CPU profile to cpuFile (if set); the returned stop

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// runSeeds emits in seed order whatever order runs finish in.
+func TestRunSeedsOrder(t *testing.T) {
+	run := func(seed uint64) seedResult {
+		time.Sleep(time.Duration(13-seed) * time.Millisecond) // higher seeds finish first
+		return seedResult{wall: time.Duration(seed)}
+	}
+	for _, k := range []int{1, 3, 12} {
+		var begun, emitted []uint64
+		runSeeds(1, 12, k, run, func(seed uint64) { begun = append(begun, seed) }, func(seed uint64, r seedResult) bool {
+			if r.wall != time.Duration(seed) {
+				t.Errorf("k %d: seed %d emitted with the result of seed %d", k, seed, r.wall)
+			}
+			emitted = append(emitted, seed)
+			return true
+		})
+		want := "[1 2 3 4 5 6 7 8 9 10 11 12]"
+		if fmt.Sprint(emitted) != want || fmt.Sprint(begun) != want {
+			t.Errorf("k %d: emitted %v, begun %v, want %s", k, emitted, begun, want)
+		}
+	}
+}
+
+// runSeeds stops at the lowest failing seed, even when a higher one fails
+// first, and starts no seed once a failure is known: seeds in flight then
+// (at most k-1 besides the failing one) are the only ones above it.
+func TestRunSeedsLowestFailure(t *testing.T) {
+	const k = 4
+	for _, failing := range [][]uint64{{5}, {5, 7}, {1}, {10}, {3, 4, 5, 6}} {
+		t.Run(fmt.Sprint(failing), func(t *testing.T) {
+			lowest := slices.Min(failing)
+			var mu sync.Mutex
+			started := map[uint64]bool{}
+			// Seeds above the lowest failing one finish only once it was
+			// emitted, so every one of them that ran was in flight when it
+			// failed; a higher failing seed finishes first.
+			emittedLowest := make(chan struct{})
+			run := func(seed uint64) seedResult {
+				mu.Lock()
+				started[seed] = true
+				mu.Unlock()
+				if seed > lowest {
+					<-emittedLowest
+				}
+				if slices.Contains(failing, seed) {
+					return seedResult{err: errors.New("boom")}
+				}
+				return seedResult{}
+			}
+			var emitted []uint64
+			runSeeds(1, 10, k, run, func(uint64) {}, func(seed uint64, r seedResult) bool {
+				emitted = append(emitted, seed)
+				if r.err != nil {
+					close(emittedLowest)
+					return false
+				}
+				return true
+			})
+			if got := emitted[len(emitted)-1]; got != lowest || len(emitted) != int(lowest) {
+				t.Errorf("emitted %v, want 1..%d", emitted, lowest)
+			}
+			for s := range started {
+				if s > lowest+k-1 {
+					t.Errorf("seed %d started after seed %d failed", s, lowest)
+				}
+			}
+		})
+	}
+}
+
+// tock sim --parallel prints what a sequential run prints, wall times aside.
+func TestSimParallelSameOutput(t *testing.T) {
+	wall := regexp.MustCompile(`(, [0-9.]+(ms|s|µs)$| in [0-9.]+(ms|s|µs) \(parallel \d+\)$)`)
+	out := func(parallel string) string {
+		code, stdout, stderr := runCLI(t, "", "sim", "--seed", "3", "--seeds", "6", "--messages", "80", "--span", "2h", "--parallel", parallel)
+		if code != 0 {
+			t.Fatalf("--parallel %s: code %d, stderr %s", parallel, code, stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		for i, l := range lines {
+			lines[i] = wall.ReplaceAllString(l, "")
+		}
+		return strings.Join(lines, "\n")
+	}
+	seq, par := out("1"), out("3")
+	if seq != par {
+		t.Errorf("--parallel 3 printed\n%s\nwant (as --parallel 1)\n%s", par, seq)
+	}
+	if strings.Count(seq, "\n  ok: ") != 6 {
+		t.Errorf("want 6 seeds reported:\n%s", seq)
+	}
+}
