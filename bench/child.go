@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,13 @@ type child struct {
 	started             time.Time
 	exited              chan struct{}
 	waitErr             error
+	plain               chan plainOutcome // the --bench-plain result line, once
+}
+
+// plainOutcome is a parsed --bench-plain result line.
+type plainOutcome struct {
+	res PlainResult
+	err error
 }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
@@ -49,7 +57,7 @@ func freeAddr() (string, error) {
 // startChild starts `bin serve` on data with fresh ports; its stderr goes
 // to logPath (appended, so a restart keeps the first life's log).
 func startChild(bin, data, logPath string, extra ...string) (*child, error) {
-	c := &child{bin: bin, data: data, logPath: logPath, extra: extra, exited: make(chan struct{})}
+	c := &child{bin: bin, data: data, logPath: logPath, extra: extra, exited: make(chan struct{}), plain: make(chan plainOutcome, 1)}
 	var err error
 	if c.natsAddr, err = freeAddr(); err != nil {
 		return nil, fmt.Errorf("free port: %w", err)
@@ -63,7 +71,9 @@ func startChild(bin, data, logPath string, extra ...string) (*child, error) {
 	args := append([]string{"serve", "--data", data, "--nats-listen", c.natsAddr, "--pprof", c.pprofAddr,
 		"--log-level", "warn", "--log-format", "json"}, extra...)
 	c.cmd = exec.Command(bin, args...)
-	c.cmd.Stdout, c.cmd.Stderr = c.logFile, c.logFile
+	// serve writes nothing to stdout but the bench aid's result line: watch
+	// for it, and log everything.
+	c.cmd.Stdout, c.cmd.Stderr = &stdoutWatcher{w: c.logFile, plain: c.plain}, c.logFile
 	c.started = time.Now()
 	if err := c.cmd.Start(); err != nil {
 		c.logFile.Close()
@@ -75,6 +85,50 @@ func startChild(bin, data, logPath string, extra ...string) (*child, error) {
 		close(c.exited)
 	}()
 	return c, nil
+}
+
+// stdoutWatcher copies a child's stdout to w and hands the first
+// --bench-plain result line to plain. exec calls Write from one goroutine.
+type stdoutWatcher struct {
+	w       io.Writer
+	partial []byte
+	plain   chan<- plainOutcome
+}
+
+func (s *stdoutWatcher) Write(p []byte) (int, error) {
+	s.partial = append(s.partial, p...)
+	for {
+		line, rest, ok := bytes.Cut(s.partial, []byte("\n"))
+		if !ok {
+			break
+		}
+		if res, ok, err := parsePlainLine(string(line)); ok {
+			select {
+			case s.plain <- plainOutcome{res, err}:
+			default:
+			}
+		}
+		s.partial = rest
+	}
+	s.partial = append(s.partial[:0:0], s.partial...) // do not pin what was read
+	return s.w.Write(p)
+}
+
+// plainResult waits for the child's --bench-plain result.
+func (c *child) plainResult(ctx context.Context) (PlainResult, error) {
+	select {
+	case o := <-c.plain:
+		return o.res, o.err
+	case <-c.exited:
+		select {
+		case o := <-c.plain:
+			return o.res, o.err
+		default:
+		}
+		return PlainResult{}, fmt.Errorf("%w: it exited: %v; log tail:\n%s", errNoPlainResult, c.waitErr, c.logTail(20))
+	case <-ctx.Done():
+		return PlainResult{}, fmt.Errorf("%w: %w", errNoPlainResult, ctx.Err())
+	}
 }
 
 func (c *child) url() string { return "nats://" + c.natsAddr }

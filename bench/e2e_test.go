@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -138,7 +139,7 @@ func TestQuickRun(t *testing.T) {
 	}
 	find := func(scenario, metric, ref string) *Row {
 		for i, r := range rep.Rows {
-			if r.Scenario == scenario && r.Metric == metric && (ref == "" || r.RefName == ref) {
+			if r.Scenario == scenario && r.Metric == metric && strings.HasPrefix(r.RefName, ref) {
 				return &rep.Rows[i]
 			}
 		}
@@ -157,8 +158,15 @@ func TestQuickRun(t *testing.T) {
 	}
 	positive("ingest", "accepted/s", "plain JetStream")
 	positive("ingest", "accepted/s", "native schedules")
-	if r := find("ingest", "accepted/s", "plain JetStream"); r != nil && (r.RefValue == nil || *r.RefValue <= 0 || r.Ratio == nil) {
-		t.Errorf("ingest reference missing: %+v", r)
+	positive("ingest", "plain JetStream PubAck/s, separate process", "")
+	positive("ingest", "plain JetStream PubAck/s, in-process", "")
+	if r := find("ingest", "accepted/s", "plain JetStream"); r != nil {
+		sep, in := find("ingest", "plain JetStream PubAck/s, separate process", ""), find("ingest", "plain JetStream PubAck/s, in-process", "")
+		if r.RefValue == nil || *r.RefValue <= 0 || r.Ratio == nil {
+			t.Errorf("ingest reference missing: %+v", r)
+		} else if sep != nil && in != nil && sep.Value != nil && in.Value != nil && *r.RefValue != max(*sep.Value, *in.Value) {
+			t.Errorf("ingest quoted against %v, not the stronger of %v and %v", *r.RefValue, *sep.Value, *in.Value)
+		}
 	}
 	positive("storage", "journal bytes/pending msg", "")
 	positive("precision", "lateness p99", "")
@@ -172,7 +180,8 @@ func TestQuickRun(t *testing.T) {
 	positive("recovery", "restart → first schedule reply", "")
 	positive("recovery", "restart → all delivered", "")
 	zero("recovery", "missing")
-	positive("durability", "accepted/s, sync always", "")
+	positive("durability", "accepted/s, sync always", "plain JetStream")
+	positive("durability", "plain JetStream PubAck/s, sync always, in-process", "")
 	for _, r := range rep.Rows {
 		if r.Met != "-" {
 			t.Errorf("quick mode asserted a target: %+v", r)

@@ -32,15 +32,16 @@ var (
 
 // Options configure a run.
 type Options struct {
-	Scenarios []string       // in run order
-	Quick     bool           // tiny sizes, targets printed but not asserted
-	JSONPath  string         // "" none, "-" stdout
-	Inflight  int            // requests in flight per client
-	Size      int            // body bytes
-	Keep      bool           // keep the run directory
-	Bin       string         // tock binary run as the server; "" = os.Executable()
-	N         map[string]int // per-scenario size overrides
-	Args      []string       // the command line, for the report
+	Scenarios   []string       // in run order
+	Quick       bool           // tiny sizes, targets printed but not asserted
+	JSONPath    string         // "" none, "-" stdout
+	Inflight    int            // requests in flight per client
+	PlainWindow int            // unacknowledged publishes of the plain JetStream reference
+	Size        int            // body bytes
+	Keep        bool           // keep the run directory
+	Bin         string         // tock binary run as the server; "" = os.Executable()
+	N           map[string]int // per-scenario size overrides
+	Args        []string       // the command line, for the report
 }
 
 // Mode is "quick" or "full".
@@ -91,6 +92,7 @@ func newFlagSet(o *Options) (*flag.FlagSet, *flagValues) {
 	fs.StringVar(&v.scenarios, "scenario", "", "comma-separated `list` of scenarios to run: "+strings.Join(Scenarios, ","))
 	fs.StringVar(&o.JSONPath, "json", "", "write the JSON report to `file` (- for stdout; the table then goes to stderr)")
 	fs.IntVar(&o.Inflight, "inflight", 4096, "requests in flight per client")
+	fs.IntVar(&o.PlainWindow, "plain-window", DefaultPlainWindow, "unacknowledged publishes of the plain JetStream reference (JetStream refuses beyond 100,000 per stream)")
 	fs.IntVar(&o.Size, "size", 256, "body size in `bytes`")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the run directory (data dirs, child logs)")
 	fs.StringVar(&o.Bin, "bin", "", "tock binary to run as the server (default: this executable)")
@@ -146,6 +148,9 @@ func Parse(args []string) (*Options, error) {
 	}
 	if o.Inflight < 1 {
 		return nil, usagef("--inflight must be at least 1")
+	}
+	if o.PlainWindow < 1 {
+		return nil, usagef("--plain-window must be at least 1")
 	}
 	if o.Size < 0 || o.Size > 256*1024 {
 		return nil, usagef("--size must be between 0 and 262144")

@@ -165,7 +165,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !o.Quick || len(o.Scenarios) != len(Scenarios) || o.Inflight != 4096 || o.Size != 256 || o.SizeOf("capacity") != 100_000 {
+	if !o.Quick || len(o.Scenarios) != len(Scenarios) || o.Inflight != 4096 || o.PlainWindow != DefaultPlainWindow || o.Size != 256 || o.SizeOf("capacity") != 100_000 {
 		t.Errorf("--quick: %+v", o)
 	}
 	o, err = Parse([]string{"--scenario", "recovery,ingest", "--n", "ingest=200000,capacity=1_000_000", "--json", "-", "--inflight", "64", "--keep", "--bin", "/x/tock"})
@@ -182,7 +182,7 @@ func TestParse(t *testing.T) {
 	for _, bad := range [][]string{
 		{}, {"--all", "--quick"}, {"--all", "--scenario", "ingest"}, {"--scenario", "nope"},
 		{"--quick", "--n", "ingest"}, {"--quick", "--n", "ingest=0"}, {"--quick", "--n", "nope=5"},
-		{"--quick", "--inflight", "0"}, {"--quick", "--size", "-1"}, {"--quick", "extra"}, {"--bogus"},
+		{"--quick", "--inflight", "0"}, {"--quick", "--plain-window", "0"}, {"--quick", "--size", "-1"}, {"--quick", "extra"}, {"--bogus"},
 	} {
 		_, err := Parse(bad)
 		var ue *UsageError

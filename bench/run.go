@@ -28,7 +28,8 @@ type runner struct {
 	children []*child // of the current scenario, stopped when it ends
 	seq      int
 
-	// Interval-mode ingest rates from scenario ingest, for durability.
+	// Interval-mode ingest rates from scenario ingest, for durability:
+	// tock's and the stronger plain JetStream run's.
 	ingestTock, ingestJS float64
 }
 
@@ -60,6 +61,7 @@ func Run(ctx context.Context, o *Options, progress io.Writer) (*Report, error) {
 	}
 	r.rep.note("every measurement runs against a fresh `%s serve` child; the references (plain JetStream, NATS native schedules) use JetStream directly on a fresh child's embedded server, with tock idle", filepath.Base(bin))
 	r.rep.note("clients and server share this machine's %d CPUs; %d requests in flight per client, %d-byte bodies", r.rep.Meta.NumCPU, o.Inflight, o.Size)
+	r.rep.note("plain JetStream is the strongest plain publisher we have: one pre-built %d-byte message without headers, raw publishes with a reply subject, %d unacknowledged, PubAcks counted on one inbox; it runs from the bench process and inside a child's own process, and ratios use the stronger run", o.Size, o.PlainWindow)
 	if o.Quick {
 		r.rep.note("quick mode: targets are printed but not asserted (met: -)")
 	}

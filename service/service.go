@@ -158,6 +158,17 @@ func (s *Service) ClientURL() string {
 	return s.cfg.NATSURL
 }
 
+// InProcessConn opens a client connection to the embedded server that
+// bypasses the network stack, so that a Service is a
+// nats.InProcessConnProvider (nats.InProcessServer(svc)). It fails with
+// an external server.
+func (s *Service) InProcessConn() (net.Conn, error) {
+	if s.ns == nil {
+		return nil, errors.New("no embedded server: tock runs with --nats-url")
+	}
+	return s.ns.InProcessConn()
+}
+
 // Stats reports the scheduler's counters.
 func (s *Service) Stats(timeout time.Duration) (actors.Stats, error) {
 	return s.scheduler.Stats(timeout)

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tockd/tock/bench"
 	"github.com/tockd/tock/service"
 )
 
@@ -246,6 +247,27 @@ func TestParseServe(t *testing.T) {
 	}
 	if !o.set["nats-url"] || o.set["data"] {
 		t.Errorf("set = %v", o.set)
+	}
+}
+
+// --bench-plain is a bench aid: parsed, but not in `tock help serve`.
+func TestServeBenchAidHidden(t *testing.T) {
+	o, err := parseServe([]string{"--bench-plain", "n=10,window=4,size=8,conn=pipe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (bench.PlainSpec{N: 10, Window: 4, Size: 8, Pipe: true}); o.benchPlain != want {
+		t.Errorf("--bench-plain = %+v, want %+v", o.benchPlain, want)
+	}
+	if o, _ := parseServe(nil); o.benchPlain.N != 0 {
+		t.Errorf("bench aid on by default: %+v", o.benchPlain)
+	}
+	code, out, _ := runCLI(t, "", "help", "serve")
+	if code != 0 || strings.Contains(out, "bench-plain") {
+		t.Errorf("help serve lists the bench aid (code %d):\n%s", code, out)
+	}
+	if code, _, errs := runCLI(t, "", "serve", "--bench-plain", "n=0"); code != 2 || !strings.Contains(errs, "bench-plain") {
+		t.Errorf("--bench-plain n=0: code %d, stderr %q", code, errs)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tockd/tock/bench"
 	"github.com/tockd/tock/service"
 )
 
@@ -36,6 +37,7 @@ type serveOpts struct {
 	shutdownTimeout time.Duration
 	sync            string
 	gcPercent       int
+	benchPlain      bench.PlainSpec // hidden bench aid, see benchAidFlags
 	set             map[string]bool // flags given on the command line
 }
 
@@ -62,6 +64,7 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 func parseServe(args []string) (*serveOpts, error) {
 	o := new(serveOpts)
 	fs := serveFlags(o)
+	benchAidFlags(fs, o)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return nil, err
@@ -166,8 +169,18 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return 1
 	}
 	log.Info("tock ready", "url", svc.ClientURL())
+	aidDone := make(chan struct{})
+	if o.benchPlain.N > 0 {
+		go func() {
+			defer close(aidDone)
+			runBenchPlain(ctx, svc, o.benchPlain, stdout, log)
+		}()
+	} else {
+		close(aidDone)
+	}
 
 	<-ctx.Done()
+	<-aidDone
 	log.Info("tock shutting down", "timeout", formatDuration(o.shutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
