@@ -192,3 +192,77 @@ func TestFailpointConcurrentRuns(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestFaultRatesInConfig: Config.FaultRates sets a rate as a failpoint
+// does, and beats one set through the failpoint registry.
+func TestFaultRatesInConfig(t *testing.T) {
+	cfg := small(5, false)
+	cfg.FaultRates = map[string]float64{"publishFail": 0.3}
+	explicit := run1(t, cfg)
+	if explicit.Faults["publish-fail"] == 0 || len(explicit.Faults) != 1 {
+		t.Errorf("publishFail=0.3 alone: faults %v", explicit.Faults)
+	}
+	t.Run("as the failpoint", func(t *testing.T) {
+		enable(t, "publishFail", `return("0.3")`)
+		if rep := run1(t, small(5, false)); rep.TraceHash != explicit.TraceHash {
+			t.Errorf("failpoint publishFail=0.3: hash %x, FaultRates: %x", rep.TraceHash, explicit.TraceHash)
+		}
+	})
+	t.Run("beats the failpoint", func(t *testing.T) {
+		enable(t, "publishFail", `return("0.01")`)
+		enable(t, "crash", "return(true)")
+		c := cfg
+		c.FaultRates = map[string]float64{"publishFail": 0.3, "crash": 0}
+		if rep := run1(t, c); rep.TraceHash != explicit.TraceHash {
+			t.Errorf("FaultRates over failpoints: hash %x, want %x (faults %v)", rep.TraceHash, explicit.TraceHash, rep.Faults)
+		}
+	})
+	for _, bad := range []map[string]float64{{"nope": 0.1}, {"crash": 1.5}, {"crash": -0.1}, {"publishFail": 0.6, "publishSlow": 0.5}} {
+		c := small(1, false)
+		c.FaultRates = bad
+		if _, err := Run(c); err == nil {
+			t.Errorf("FaultRates %v accepted", bad)
+		}
+	}
+}
+
+// TestRerunCarriesFailpoints: rates set through the failpoint registry are
+// in the rerun line, which replays the run once they are gone.
+func TestRerunCarriesFailpoints(t *testing.T) {
+	var rep Report
+	t.Run("with failpoints", func(t *testing.T) {
+		enable(t, "crash", `return("0.5")`)
+		enable(t, "loadFail", "return(false)")
+		enable(t, "publishSlow", "return(true)") // the default: not named
+		rep = run1(t, small(3, true))
+	})
+	rerun := rep.Config.RerunCommand()
+	_, flag, ok := strings.Cut(rerun, " --fault-rates ")
+	if !ok || flag != "loadFail=0,crash=0.5" {
+		t.Fatalf("rerun line %q: want --fault-rates loadFail=0,crash=0.5 at its end", rerun)
+	}
+	rates, err := ParseFaultRates(flag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := small(3, true)
+	cfg.FaultRates = rates
+	if again := run1(t, cfg); again.TraceHash != rep.TraceHash || again.Faults["load-fail"] != 0 {
+		t.Errorf("rerun without the failpoints: hash %x faults %v, with them: %x %v", again.TraceHash, again.Faults, rep.TraceHash, rep.Faults)
+	}
+}
+
+func TestParseFaultRates(t *testing.T) {
+	got, err := ParseFaultRates(" appendFail=0.05, crash=50% ,clockJump=1")
+	if err != nil || len(got) != 3 || got["appendFail"] != 0.05 || got["crash"] != 0.5 || got["clockJump"] != 1 {
+		t.Errorf("got %v, %v", got, err)
+	}
+	if s := FormatFaultRates(got); s != "appendFail=0.05,crash=0.5,clockJump=1" {
+		t.Errorf("formatted %q", s)
+	}
+	for _, bad := range []string{"crash", "crash=", "crash=2", "crash=x", "nope=0.1", "crash=-1%"} {
+		if _, err := ParseFaultRates(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/pingcap/failpoint"
 )
@@ -104,34 +103,40 @@ func (r *faultRates) any() bool {
 	return false
 }
 
-// fpMu serialises the simulator's use of the process-wide failpoint
-// registry: each Run reads it once, at its start, so runs in parallel do not
-// see each other's failpoints.
-var fpMu sync.Mutex
-
-// readFailpoints takes the run's fault rates from the failpoint registry.
-// With faultsOn (--faults on), each failpoint the user has not enabled
-// (GO_FAILPOINTS, failpoint.Enable) is enabled with return(true) while it
-// is read, then disabled again; one the user enabled keeps its value.
+// resolveRates gives the run's fault rates, per fault kind, in order of
+// precedence: explicit (Config.FaultRates, by failpoint name), then the
+// failpoint registry (GO_FAILPOINTS, failpoint.Enable), then fallback(k):
+// the default rate with --faults on (or one drawn by swarm), 0 with off.
+//
+// The registry is only read, never changed, and is safe for concurrent
+// use, so runs in parallel do not affect each other.
 //
 // A failpoint's value decides only its rate; whether it fires at a given
 // point is drawn from the run's seeded random source. failpoint's own
 // modifiers (N%, N*) and chains (->) are rejected: they are evaluated on
 // failpoint's global state and could not be replayed.
-func readFailpoints(faultsOn bool) (faultRates, error) {
-	fpMu.Lock()
-	defer fpMu.Unlock()
+func resolveRates(explicit map[string]float64, fallback func(fault) int) (faultRates, error) {
 	var r faultRates
+	for name := range explicit {
+		if faultByPoint(name) == faultNone {
+			return r, fmt.Errorf("sim: fault rate for %q: no such failpoint (have %s)", name, strings.Join(pointNames(), ", "))
+		}
+	}
 	for k, name := range faultPoints {
 		if name == "" {
 			continue
 		}
-		full := FailpointPrefix + name
-		if _, err := failpoint.Status(full); err != nil && faultsOn {
-			if err := failpoint.Enable(full, "return(true)"); err != nil {
-				return r, fmt.Errorf("sim: %w", err)
+		if p, ok := explicit[name]; ok {
+			if !(p >= 0 && p <= 1) { // also NaN
+				return r, fmt.Errorf("sim: fault rate %s=%v: want a probability from 0 to 1", name, p)
 			}
-			defer failpoint.Disable(full) //nolint:errcheck // it was just enabled
+			r[k] = int(math.Round(p * perMillion))
+			continue
+		}
+		full := FailpointPrefix + name
+		if _, err := failpoint.Status(full); err != nil {
+			r[k] = fallback(fault(k)) // not enabled by the user
+			continue
 		}
 		rate, err := failpointRate(full, defaultRates[k])
 		if err != nil {
@@ -150,6 +155,88 @@ func readFailpoints(faultsOn bool) (faultRates, error) {
 		}
 	}
 	return r, nil
+}
+
+// faultByPoint is the fault kind whose failpoint is name, or faultNone.
+func faultByPoint(name string) fault {
+	for k, n := range faultPoints {
+		if n != "" && n == name {
+			return fault(k)
+		}
+	}
+	return faultNone
+}
+
+func pointNames() []string {
+	var names []string
+	for _, n := range faultPoints {
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// byName is r as Config.FaultRates spells it: probability by failpoint
+// name, every fault kind that has a failpoint.
+func (r *faultRates) byName() map[string]float64 {
+	m := map[string]float64{}
+	for k, name := range faultPoints {
+		if name != "" {
+			m[name] = float64(r[k]) / perMillion
+		}
+	}
+	return m
+}
+
+// ParseFaultRates reads the --fault-rates flag: comma-separated
+// name=probability pairs, names as in Failpoints without the prefix
+// (appendFail, crash, ...), probabilities as fractions ("0.05") or
+// percentages ("5%").
+func ParseFaultRates(s string) (map[string]float64, error) {
+	m := map[string]float64{}
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		name, v, ok := strings.Cut(kv, "=")
+		name = strings.TrimSpace(name)
+		if !ok || faultByPoint(name) == faultNone {
+			return nil, fmt.Errorf("fault rate %q: want name=probability, name one of %s", kv, strings.Join(pointNames(), ", "))
+		}
+		p, ok := parseProbability(v)
+		if !ok {
+			return nil, fmt.Errorf("fault rate %q: want a probability from 0 to 1, as 0.05 or 5%%", kv)
+		}
+		m[name] = p
+	}
+	return m, nil
+}
+
+// parseProbability reads "0.05" or "5%".
+func parseProbability(v string) (float64, bool) {
+	s, scale := strings.TrimSpace(v), 1.0
+	if t, ok := strings.CutSuffix(s, "%"); ok {
+		s, scale = t, 100
+	}
+	p, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(p/scale >= 0 && p/scale <= 1) {
+		return 0, false
+	}
+	return p / scale, true
+}
+
+// FormatFaultRates is the --fault-rates text of rates, in the order of
+// Failpoints, each probability written exactly enough to parse back to the
+// same rate.
+func FormatFaultRates(rates map[string]float64) string {
+	var parts []string
+	for _, name := range pointNames() {
+		if p, ok := rates[name]; ok {
+			parts = append(parts, name+"="+strconv.FormatFloat(p, 'g', -1, 64))
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // failpointRate evaluates failpoint full once: not enabled, off or
@@ -192,15 +279,11 @@ func failpointRate(full string, def int) (int, error) {
 		}
 		return bad()
 	case string:
-		s, scale := strings.TrimSpace(v), 1.0
-		if t, ok := strings.CutSuffix(s, "%"); ok {
-			s, scale = t, 100
-		}
-		p, err := strconv.ParseFloat(s, 64)
-		if err != nil || p/scale < 0 || p/scale > 1 || math.IsNaN(p) {
+		p, ok := parseProbability(v)
+		if !ok {
 			return bad()
 		}
-		return int(math.Round(p / scale * perMillion)), nil
+		return int(math.Round(p * perMillion)), nil
 	}
 	return bad()
 }

@@ -18,6 +18,7 @@ package sim
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
@@ -36,9 +37,14 @@ type Config struct {
 	Messages int           // schedule requests
 	Span     time.Duration // deliver times fall within [start, start+Span); also the max delay
 	// Faults on enables every simulator failpoint the user has not set
-	// (GO_FAILPOINTS, failpoint.Enable) at its default rate; off leaves only
-	// the ones the user enabled. See FailpointPrefix.
+	// (FaultRates, GO_FAILPOINTS, failpoint.Enable) at its default rate;
+	// off leaves only the ones the user set. See FailpointPrefix.
 	Faults bool
+	// FaultRates sets fault probabilities by failpoint name (the names of
+	// Failpoints without FailpointPrefix: "appendFail": 0.05, "crash":
+	// 0.5, ...). A rate here beats one set through GO_FAILPOINTS, which
+	// beats the default. Run's Report.Config holds every rate the run used.
+	FaultRates map[string]float64
 	// Workload mixes: uniform, burst, long, past (kinds of deliver time),
 	// cancel, get, retention (follow-up requests). Empty means all.
 	Workload []string
@@ -53,7 +59,7 @@ type Config struct {
 	WrapPublisher func(actors.Publisher) actors.Publisher
 
 	watch int        // op whose history is recorded (a rerun after a violation); -1 none
-	rates faultRates // read from the failpoints once, by Run
+	rates faultRates // resolved once, by Run
 }
 
 // Workloads lists the workload names Config.Workload accepts.
@@ -64,6 +70,9 @@ var start = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Report summarises a run.
 type Report struct {
+	// Config is the run's configuration with every default and fault rate
+	// filled in; Config.RerunCommand replays the run.
+	Config      Config
 	Seed        uint64
 	Messages    int
 	Acked       int            // schedules answered OK
@@ -127,8 +136,11 @@ func (v *Violation) Error() string {
 }
 
 // RerunCommand is the tock sim command line that replays cfg (defaults
-// filled in as Run fills them). Failpoints set through GO_FAILPOINTS are
-// part of a run too: rerun with the same environment.
+// filled in as Run fills them). Of the fault rates it names those that
+// differ from what --faults gives: those of Config.FaultRates, and, once
+// Run resolved the config (Report.Config, Violation.Rerun), also those set
+// through GO_FAILPOINTS, so the line replays the run without the
+// environment.
 func (c Config) RerunCommand() string {
 	if err := c.normalise(); err != nil {
 		return fmt.Sprintf("(no rerun command: %v)", err)
@@ -137,8 +149,48 @@ func (c Config) RerunCommand() string {
 	if c.Faults {
 		faults = "on"
 	}
-	return fmt.Sprintf("go run ./cmd/tock sim --seed %d --messages %d --span %s --faults %s --workload %s --slot-width %s --horizon %s --retention %s",
+	cmd := fmt.Sprintf("go run ./cmd/tock sim --seed %d --messages %d --span %s --faults %s --workload %s --slot-width %s --horizon %s --retention %s",
 		c.Seed, c.Messages, c.Span, faults, strings.Join(c.Workload, ","), c.SlotWidth, c.Horizon, c.Retention)
+	if r := c.nonDefaultRates(); len(r) > 0 {
+		cmd += " --fault-rates " + FormatFaultRates(r)
+	}
+	return cmd
+}
+
+// nonDefaultRates are the rates of c.FaultRates that differ from what
+// c.Faults alone would give.
+func (c Config) nonDefaultRates() map[string]float64 {
+	m := map[string]float64{}
+	for name, p := range c.FaultRates {
+		k := faultByPoint(name)
+		def := 0
+		if c.Faults {
+			def = defaultRates[k]
+		}
+		if k != faultNone && int(math.Round(p*perMillion)) != def {
+			m[name] = p
+		}
+	}
+	return m
+}
+
+// resolve fills in defaults and the fault rates; Run's config is resolved
+// once, and everything after sees the same values.
+func (c *Config) resolve() error {
+	if err := c.normalise(); err != nil {
+		return err
+	}
+	rates, err := resolveRates(c.FaultRates, func(k fault) int {
+		if c.Faults {
+			return defaultRates[k]
+		}
+		return 0
+	})
+	if err != nil {
+		return err
+	}
+	c.rates, c.FaultRates = rates, rates.byName()
+	return nil
 }
 
 func (c *Config) normalise() error {
@@ -173,14 +225,13 @@ func (c *Config) normalise() error {
 // the seed again, which determinism makes exact).
 func Run(cfg Config) (Report, error) {
 	cfg.watch = -1
-	rates, err := readFailpoints(cfg.Faults)
-	if err != nil {
+	if err := cfg.resolve(); err != nil {
 		return Report{}, err
 	}
-	cfg.rates = rates
 	rep, err := run(cfg)
+	rep.Config = cfg // the caller's Faults: run adjusts its copy
 	if v, ok := err.(*Violation); ok {
-		v.Rerun = cfg.RerunCommand() // the caller's config: run adjusts Faults
+		v.Rerun = cfg.RerunCommand()
 	}
 	if v, ok := err.(*Violation); ok && v.Op >= 0 {
 		again := cfg

@@ -24,6 +24,7 @@ type simOpts struct {
 	messages           int
 	span               time.Duration
 	faults             string
+	faultRates         string
 	workload           string
 	slotWidth, horizon time.Duration
 	retention          time.Duration
@@ -39,6 +40,7 @@ func simFlags(o *simOpts) *flag.FlagSet {
 	fs.IntVar(&o.messages, "messages", 1000, "schedule `N` messages")
 	fs.Var(newDurationValue(&o.span, 24*time.Hour), "span", "deliver times fall within this `duration` of virtual time (also the max delay)")
 	fs.StringVar(&o.faults, "faults", "on", "inject faults: `on|off`")
+	fs.StringVar(&o.faultRates, "fault-rates", "", "fault probabilities by failpoint, `name=p,...` (e.g. appendFail=0.05,crash=50%); beat GO_FAILPOINTS and --faults")
 	fs.StringVar(&o.workload, "workload", strings.Join(sim.Workloads, ","), "comma-separated `mix` of "+strings.Join(sim.Workloads, ", "))
 	fs.Var(newDurationValue(&o.slotWidth, time.Minute), "slot-width", "slot `width`")
 	fs.Var(newDurationValue(&o.horizon, 10*time.Second), "horizon", "activation `horizon`")
@@ -68,6 +70,10 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 		}
 		mix = append(mix, w)
 	}
+	rates, rerr := sim.ParseFaultRates(o.faultRates)
+	if err == nil && rerr != nil {
+		err = usagef("--fault-rates: %v", rerr)
+	}
 	if err == nil && o.seeds == 0 {
 		err = usagef("--seeds must be at least 1")
 	}
@@ -91,8 +97,8 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	}
 	run := func(seed uint64) seedResult {
 		return runSeed(sim.Config{
-			Seed: seed, Messages: o.messages, Span: o.span, Faults: o.faults == "on", Workload: mix,
-			SlotWidth: o.slotWidth, Horizon: o.horizon, Retention: o.retention,
+			Seed: seed, Messages: o.messages, Span: o.span, Faults: o.faults == "on", FaultRates: rates,
+			Workload: mix, SlotWidth: o.slotWidth, Horizon: o.horizon, Retention: o.retention,
 		})
 	}
 	failed := false
@@ -322,7 +328,19 @@ func printSimReport(w io.Writer, r sim.Report, wall time.Duration) {
 	for _, k := range sortedKeys(r.Faults) {
 		fmt.Fprintf(w, "  %s=%d", k, r.Faults[k])
 	}
+	fmt.Fprintf(w, "\n  rates       ")
+	any := false
+	for _, kv := range strings.Split(sim.FormatFaultRates(r.Config.FaultRates), ",") {
+		if kv != "" && !strings.HasSuffix(kv, "=0") {
+			fmt.Fprintf(w, " %s", kv)
+			any = true
+		}
+	}
+	if !any {
+		fmt.Fprintf(w, " none")
+	}
 	fmt.Fprintf(w, "\n  peak         %d resident entries, %d journal slots, %d journal events\n", r.PeakResident, r.PeakSlots, r.PeakEvents)
 	fmt.Fprintf(w, "  run          %d tasks, virtual end %s, wall %v\n", r.Steps, r.VirtualEnd.UTC().Format(time.RFC3339), wall.Round(time.Millisecond))
 	fmt.Fprintf(w, "  trace        %d events, hash %016x\n", r.TraceEvents, r.TraceHash)
+	fmt.Fprintf(w, "  rerun        %s\n", r.Config.RerunCommand())
 }

@@ -102,3 +102,44 @@ func TestSimParallelSameOutput(t *testing.T) {
 		t.Errorf("want 6 seeds reported:\n%s", seq)
 	}
 }
+
+// The rerun line of a report replays the run: same trace.
+func TestSimRerunLineReplays(t *testing.T) {
+	line := func(out, prefix string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		}
+		t.Fatalf("no %q line in\n%s", prefix, out)
+		return ""
+	}
+	code, out, stderr := runCLI(t, "", "sim", "--seed", "4", "--messages", "120", "--span", "2h", "--fault-rates", "crash=0.5,publishFail=10%,loadFail=0")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	rerun := strings.TrimSpace(strings.TrimPrefix(line(out, "  rerun "), "  rerun "))
+	if !strings.HasSuffix(rerun, " --fault-rates loadFail=0,publishFail=0.1,crash=0.5") {
+		t.Errorf("rerun line %q lacks the fault rates", rerun)
+	}
+	args, ok := strings.CutPrefix(rerun, "go run ./cmd/tock ")
+	if !ok {
+		t.Fatalf("rerun line %q", rerun)
+	}
+	code, again, stderr := runCLI(t, "", strings.Fields(args)...)
+	if code != 0 {
+		t.Fatalf("rerun: code %d: %s", code, stderr)
+	}
+	if a, b := line(out, "  trace "), line(again, "  trace "); a != b {
+		t.Errorf("rerun: %q, first run: %q", b, a)
+	}
+}
+
+func TestSimBadFaultRates(t *testing.T) {
+	for _, v := range []string{"crash=2", "nope=0.1", "crash"} {
+		code, _, stderr := runCLI(t, "", "sim", "--fault-rates", v)
+		if code != 2 || !strings.Contains(stderr, "--fault-rates") {
+			t.Errorf("--fault-rates %s: code %d, stderr %q", v, code, stderr)
+		}
+	}
+}
