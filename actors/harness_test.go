@@ -88,7 +88,9 @@ func (j *testJournal) Append(slot int64, events []journal.Event, done func(uint6
 	j.Memory.Append(slot, events, done)
 }
 
-func (j *testJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+// Scan is how slot actors load: it waits at the slot's gate, fails as
+// many times as planned, and counts the loads that went through.
+func (j *testJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
 	j.mu.Lock()
 	if gate := j.gates[slot]; gate != nil {
 		j.waiting[slot]++
@@ -101,11 +103,11 @@ func (j *testJournal) Load(ctx context.Context, slot int64) ([]journal.Event, ui
 		j.loadFails[slot]--
 		j.failedLoads[slot]++
 		j.mu.Unlock()
-		return nil, 0, fmt.Errorf("load slot %d: %w", slot, journal.ErrUnavailable)
+		return 0, fmt.Errorf("load slot %d: %w", slot, journal.ErrUnavailable)
 	}
 	j.loads[slot]++
 	j.mu.Unlock()
-	return j.Memory.Load(ctx, slot)
+	return j.Memory.Scan(ctx, slot, fn)
 }
 
 func (j *testJournal) loadCounts(slot int64) (ok, failed int) {

@@ -105,18 +105,23 @@ func (a *slotActor) Receive(ctx actor.Context) {
 func (a *slotActor) load() {
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
-	events, seq, err := a.env.journal.Load(ctx, a.index)
-	if err != nil {
-		panic(fmt.Errorf("load slot %d: %w", a.index, err))
-	}
-	a.core = slot.New(slot.Config{
+	core := slot.New(slot.Config{
 		Index: a.index, Width: a.env.widthMs,
 		MaxInFlight: a.env.cfg.MaxInFlight, MaxPerStep: a.env.cfg.MaxPerStep,
 	})
-	a.core.Reserve(events)
-	for _, ev := range events {
-		a.core.Recover(ev)
+	// Streamed a record at a time: a big slot never holds its decoded
+	// events all at once beside the store they are copied into, and its
+	// load makes no more garbage than one record's worth at a time.
+	seq, err := a.env.journal.Scan(ctx, a.index, func(events []journal.Event) error {
+		for i := range events {
+			core.Recover(events[i])
+		}
+		return nil
+	})
+	if err != nil {
+		panic(fmt.Errorf("load slot %d: %w", a.index, err))
 	}
+	a.core = core
 	a.lastSeq = seq
 	a.queue, a.sealed, a.appending = nil, 0, false
 	clear(a.unstored)

@@ -50,6 +50,46 @@ func runContract(t *testing.T, newJournal func(t *testing.T) Journal) {
 	t.Run("PayloadRoundTrip", func(t *testing.T) { testPayloadRoundTrip(t, newJournal(t)) })
 	t.Run("InvalidEvent", func(t *testing.T) { testInvalidEvent(t, newJournal(t)) })
 	t.Run("Newest", func(t *testing.T) { testNewest(t, newJournal(t)) })
+	t.Run("Scan", func(t *testing.T) { testScan(t, newJournal(t)) })
+}
+
+// testScan: Scan passes what Load returns, record by record, and hands an
+// error of its callback back unchanged.
+func testScan(t *testing.T, j Journal) {
+	ctx := context.Background()
+	var want []Event
+	for i := range 5 {
+		evs := genEvents(i, i+1)
+		appendWait(t, j, 6, evs)
+		want = append(want, evs...)
+	}
+	var got []Event
+	calls := 0
+	seq, err := j.Scan(ctx, 6, func(evs []Event) error {
+		calls++
+		got = append(got, evs...) // the slice is reused: keep copies
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, loadSeq := load(t, j, 6)
+	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+		t.Errorf("scan (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(loaded, got, equateEmpty); diff != "" || seq != loadSeq {
+		t.Errorf("scan seq %d, load seq %d; scan vs load (-load +scan):\n%s", seq, loadSeq, diff)
+	}
+	if calls < 1 || calls > 5 {
+		t.Errorf("scan called fn %d times for 5 appends", calls)
+	}
+	stop := errors.New("stop here")
+	if _, err := j.Scan(ctx, 6, func([]Event) error { return stop }); err != stop {
+		t.Errorf("scan with a failing fn: %v, want the fn's error itself", err)
+	}
+	if seq, err := j.Scan(ctx, 99, func([]Event) error { t.Error("fn called for an empty slot"); return nil }); err != nil || seq != 0 {
+		t.Errorf("scan of an empty slot: %d, %v", seq, err)
+	}
 }
 
 // testNewest: Newest bounds the At of every stored event, and a purge does

@@ -77,6 +77,14 @@ type Journal interface {
 	// its last record (0 if the slot has none). Bodies may share memory
 	// with each other: callers must not modify them.
 	Load(ctx context.Context, slot int64) ([]Event, uint64, error)
+	// Scan passes slot's stored events to fn in order, a record's worth
+	// at a time, as Load would return them, and returns the sequence of its
+	// last record. The slice is fn's only during the call (its memory is
+	// reused); bodies and headers stay valid but must not be modified. A
+	// big slot so loads with one record in memory beside what fn keeps,
+	// instead of all of them. An error from fn ends the scan and is
+	// returned as is.
+	Scan(ctx context.Context, slot int64, fn func([]Event) error) (uint64, error)
 	// Tail returns the events of slot's last record and its sequence; no
 	// events and 0 if the slot has none.
 	Tail(ctx context.Context, slot int64) ([]Event, uint64, error)

@@ -140,6 +140,34 @@ func (m *Memory) Load(ctx context.Context, slot int64) ([]Event, uint64, error) 
 	return events, recs[len(recs)-1].seq, nil
 }
 
+// Scan passes slot's records to fn one at a time; headers are copies,
+// bodies are the stored ones (fn must not modify them).
+func (m *Memory) Scan(ctx context.Context, slot int64, fn func([]Event) error) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("load slot %d: %w", slot, err)
+	}
+	m.mu.Lock()
+	// Records are never changed once stored (a purge replaces the list),
+	// so a copy of the list can be read outside the lock.
+	recs := slices.Clone(m.slots[slot])
+	m.mu.Unlock()
+	var buf []Event
+	for _, r := range recs {
+		buf = buf[:0]
+		for _, ev := range r.events {
+			ev.Header = cloneHeader(ev.Header)
+			buf = append(buf, ev)
+		}
+		if err := fn(buf); err != nil {
+			return 0, err
+		}
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	return recs[len(recs)-1].seq, nil
+}
+
 // Tail returns a copy of slot's last record.
 func (m *Memory) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) {
 	if err := ctx.Err(); err != nil {

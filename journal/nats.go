@@ -593,50 +593,83 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-// Load replays slot's records with batched direct gets. A slot whose
-// bucket is not open may have events in the bucket's far records too: those
-// are read first (see nats_layout.go for why that order) and merged by
-// sequence.
+// Load collects what Scan passes.
 func (n *NATS) Load(ctx context.Context, slot int64) ([]Event, uint64, error) {
+	var events []Event
+	last, err := n.Scan(ctx, slot, func(evs []Event) error {
+		events = append(events, evs...)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return events, last, nil
+}
+
+// Scan replays slot's records with batched direct gets, decoding one
+// record at a time. A slot whose bucket is not open may have events in
+// the bucket's far records too: those are read first (nats_layout.go says
+// why that order) and passed in sequence order among the slot's own.
+func (n *NATS) Scan(ctx context.Context, slot int64, fn func([]Event) error) (uint64, error) {
 	far, hasFar := n.isFar(slot)
 	var farRecs []seqEvents
 	if far && hasFar {
 		var err error
 		if farRecs, err = n.loadFar(ctx, slot); err != nil {
-			if errors.Is(err, ErrCorrupt) {
-				return nil, 0, err
-			}
-			return nil, 0, readErr("load", slot, err)
+			return 0, scanErr(slot, err)
 		}
 	}
-	var events []Event
-	var own []seqEvents // with far records only
-	last, err := n.scan(ctx, n.subject(slot), func(seq uint64, data []byte) error {
-		var err error
-		// data is the message's own buffer, never reused: bodies may alias it.
-		if len(farRecs) == 0 {
-			events, err = decodeAppend(events, data, true)
-		} else {
-			var evs []Event
-			evs, err = decodeAppend(nil, data, true)
-			own = append(own, seqEvents{seq: seq, events: evs})
+	var farLast uint64
+	if len(farRecs) > 0 {
+		farLast = farRecs[len(farRecs)-1].seq
+	}
+	passFar := func(before uint64) error {
+		for len(farRecs) > 0 && farRecs[0].seq < before {
+			if err := fn(farRecs[0].events); err != nil {
+				return callerErr{err}
+			}
+			farRecs = farRecs[1:]
 		}
-		if err != nil {
+		return nil
+	}
+	var buf []Event
+	last, err := n.scan(ctx, n.subject(slot), func(seq uint64, data []byte) error {
+		if err := passFar(seq); err != nil {
+			return err
+		}
+		var err error
+		// data is the message's own buffer, never reused: bodies alias it.
+		if buf, err = decodeAppend(buf[:0], data, true); err != nil {
 			return fmt.Errorf("load slot %d record %d: %w", slot, seq, err)
+		}
+		if err := fn(buf); err != nil {
+			return callerErr{err}
 		}
 		return nil
 	})
+	if err == nil {
+		err = passFar(math.MaxUint64)
+	}
 	if err != nil {
-		if errors.Is(err, ErrCorrupt) {
-			return nil, 0, err
-		}
-		return nil, 0, readErr("load", slot, err)
+		return 0, scanErr(slot, err)
 	}
-	if len(farRecs) > 0 {
-		events = mergeRecords(own, farRecs)
-		last = max(last, farRecs[len(farRecs)-1].seq)
+	return max(last, farLast), nil
+}
+
+// callerErr carries an error of Scan's fn through the read loop unchanged.
+type callerErr struct{ err error }
+
+func (e callerErr) Error() string { return e.err.Error() }
+
+func scanErr(slot int64, err error) error {
+	var ce callerErr
+	switch {
+	case errors.As(err, &ce):
+		return ce.err
+	case errors.Is(err, ErrCorrupt):
+		return err
 	}
-	return events, last, nil
+	return readErr("load", slot, err)
 }
 
 // Tail decodes slot's last record.

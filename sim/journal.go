@@ -170,6 +170,19 @@ func (j *simJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uin
 	return j.mem.Load(ctx, slot)
 }
 
+// Scan is Load's streaming form, with the same faults.
+func (j *simJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+	if j.watched(slot) {
+		evs, seq, _ := j.mem.Load(ctx, slot)
+		j.s.hist(-1, "scan of slot %d (seq %d): %s", slot, seq, describe(evs))
+	}
+	if !j.quiet && j.s.faults.draw(faultLoadFail) == faultLoadFail {
+		j.s.hist(-1, "fault load-fail on slot %d", slot)
+		return 0, fmt.Errorf("load slot %d: %w", slot, errLoadFail)
+	}
+	return j.mem.Scan(ctx, slot, fn)
+}
+
 func (j *simJournal) Tail(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
 	return j.mem.Tail(ctx, slot)
 }

@@ -86,15 +86,21 @@ func TestCheckerBitesDroppedFired(t *testing.T) {
 // what it had delivered and recorded.
 type firedIgnoringJournal struct{ journal.Journal }
 
-func (j firedIgnoringJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
-	evs, seq, err := j.Journal.Load(ctx, slot)
+func (j firedIgnoringJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+	return j.Journal.Scan(ctx, slot, func(evs []journal.Event) error {
+		return fn(without(evs, journal.Fired))
+	})
+}
+
+// without returns evs less the events of kind k, in evs's memory.
+func without(evs []journal.Event, k journal.Kind) []journal.Event {
 	kept := evs[:0]
 	for _, ev := range evs {
-		if ev.Kind != journal.Fired {
+		if ev.Kind != k {
 			kept = append(kept, ev)
 		}
 	}
-	return kept, seq, err
+	return kept
 }
 
 // TestCheckerBitesIgnoredFired: with faults on, the refire follows a crash,
@@ -109,15 +115,10 @@ func TestCheckerBitesIgnoredFired(t *testing.T) {
 // a slot reloaded after a cancel was acknowledged ignores it.
 type cancelForgettingJournal struct{ journal.Journal }
 
-func (j cancelForgettingJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
-	evs, seq, err := j.Journal.Load(ctx, slot)
-	kept := evs[:0]
-	for _, ev := range evs {
-		if ev.Kind != journal.Cancelled {
-			kept = append(kept, ev)
-		}
-	}
-	return kept, seq, err
+func (j cancelForgettingJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+	return j.Journal.Scan(ctx, slot, func(evs []journal.Event) error {
+		return fn(without(evs, journal.Cancelled))
+	})
 }
 
 func TestCheckerBitesIgnoredCancel(t *testing.T) {

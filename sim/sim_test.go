@@ -102,14 +102,15 @@ func expectViolation(t *testing.T, cfg Config, invariant string) *Violation {
 // back 1 ms earlier: slots loaded from the journal fire early.
 type earlyJournal struct{ journal.Journal }
 
-func (j earlyJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
-	evs, seq, err := j.Journal.Load(ctx, slot)
-	for i := range evs {
-		if evs[i].Kind == journal.Scheduled {
-			evs[i].DeliverAt--
+func (j earlyJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+	return j.Journal.Scan(ctx, slot, func(evs []journal.Event) error {
+		for i := range evs {
+			if evs[i].Kind == journal.Scheduled {
+				evs[i].DeliverAt--
+			}
 		}
-	}
-	return evs, seq, err
+		return fn(evs)
+	})
 }
 
 func TestCheckerBitesEarly(t *testing.T) {
