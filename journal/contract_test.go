@@ -189,7 +189,7 @@ func appendWait(t *testing.T, j Journal, slot int64, events []Event) uint64 {
 	return r.seq
 }
 
-func load(t *testing.T, j Journal, slot int64) ([]Event, uint64) {
+func load(t testing.TB, j Journal, slot int64) ([]Event, uint64) {
 	t.Helper()
 	events, seq, err := j.Load(context.Background(), slot)
 	if err != nil {

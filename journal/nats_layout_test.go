@@ -66,7 +66,7 @@ func subjectCounts(t *testing.T, j *NATS) map[string]uint64 {
 }
 
 // waitOpened waits for the flusher to open every bucket the clock asks for.
-func waitOpened(t *testing.T, j *NATS) {
+func waitOpened(t testing.TB, j *NATS) {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
