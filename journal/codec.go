@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 )
 
@@ -43,12 +44,16 @@ const (
 	maxPrealloc = 1024
 )
 
-// ErrInvalidEvent: an event cannot be stored as given (unknown kind).
-var ErrInvalidEvent = errors.New("invalid journal event")
+var (
+	// ErrInvalidEvent: an event cannot be stored as given (unknown kind).
+	ErrInvalidEvent = errors.New("invalid journal event")
+	// ErrTooLarge: one event does not fit in a record of the size asked for.
+	ErrTooLarge = errors.New("journal event too large")
+)
 
-// validate checks what the encoding cannot represent. Appends check it
+// Validate checks what the encoding cannot represent. Appends check it
 // first so a bad event fails its own append instead of poisoning a slot.
-func validate(events []Event) error {
+func Validate(events []Event) error {
 	for i := range events {
 		if k := events[i].Kind; k < Scheduled || k > Closed {
 			return fmt.Errorf("%w: event %d has kind %d", ErrInvalidEvent, i, uint8(k))
@@ -62,7 +67,7 @@ func validate(events []Event) error {
 // It panics if an event's Kind is not one of the defined kinds: that is a
 // programming error, and storing it would make the slot unloadable.
 func EncodeRecord(dst []byte, events []Event) []byte {
-	if err := validate(events); err != nil {
+	if err := Validate(events); err != nil {
 		panic(err)
 	}
 	dst = append(dst, recordVersion)
@@ -141,14 +146,14 @@ func appendHeader(dst []byte, h Header) []byte {
 // result never aliases b: callers may reuse b. Empty Header and Body decode
 // as nil. Errors wrap ErrCorrupt.
 func DecodeRecord(b []byte) ([]Event, error) {
-	return decodeAppend(nil, b, false)
+	return DecodeAppend(nil, b, false)
 }
 
-// decodeAppend appends the events of record b to dst. With alias, bodies
+// DecodeAppend appends the events of record b to dst. With alias, bodies
 // point into b instead of being copied: for a b the caller never reuses,
 // and whose reader copies what it keeps (a slot stores bodies in its own
 // chunks), the copy would be one allocation per message for nothing.
-func decodeAppend(dst []Event, b []byte, alias bool) ([]Event, error) {
+func DecodeAppend(dst []Event, b []byte, alias bool) ([]Event, error) {
 	if len(b) == 0 {
 		return dst, fmt.Errorf("%w: empty record", ErrCorrupt)
 	}
@@ -386,3 +391,48 @@ func (d *decoder) varint(what string) (int64, error) {
 	d.off += n
 	return v, nil
 }
+
+// EncodeChunks encodes events as records of at most max bytes, splitting
+// between events; one event that alone exceeds max is ErrTooLarge.
+func EncodeChunks(events []Event, max int) ([][]byte, error) {
+	if rec := EncodeRecord(nil, events); len(rec) <= max {
+		return [][]byte{rec}, nil
+	}
+	var chunks [][]byte
+	var body []byte // events of the current chunk
+	var count int
+	var prevAt int64
+	for i := range events {
+		start := len(body)
+		body = appendEvent(body, &events[i], prevAt)
+		if count > 0 && chunkSize(count+1, len(body)) > max {
+			// Event i does not fit: close the chunk before it and start
+			// the next with it, re-encoded to restart the At deltas.
+			chunks = append(chunks, chunk(count, body[:start]))
+			body, count = appendEvent(nil, &events[i], 0), 0
+		}
+		if count == 0 && chunkSize(1, len(body)) > max {
+			return nil, fmt.Errorf("%w: event %d encodes to %d bytes, records hold %d", ErrTooLarge, i, chunkSize(1, len(body)), max)
+		}
+		count++
+		prevAt = events[i].At
+	}
+	return append(chunks, chunk(count, body)), nil
+}
+
+func chunkSize(count, bodyLen int) int {
+	return 1 + uvarintLen(uint64(count)) + bodyLen
+}
+
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+func chunk(count int, body []byte) []byte {
+	c := make([]byte, 0, chunkSize(count, len(body)))
+	c = append(c, recordVersion)
+	c = binary.AppendUvarint(c, uint64(count))
+	return append(c, body...)
+}
+
+// AppendBatches appends the batches of record rec to record dst: the two
+// concatenated are one record holding dst's events, then rec's.
+func AppendBatches(dst, rec []byte) []byte { return append(dst, rec[1:]...) }

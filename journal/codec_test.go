@@ -216,11 +216,11 @@ func FuzzRoundTrip(f *testing.F) {
 func TestDecodeAliasing(t *testing.T) {
 	events := bodyEvents(20, 100)
 	rec := EncodeRecord(nil, events)
-	copied, err := decodeAppend(nil, rec, false)
+	copied, err := DecodeAppend(nil, rec, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	aliased, err := decodeAppend(nil, rec, true)
+	aliased, err := DecodeAppend(nil, rec, true)
 	if err != nil {
 		t.Fatal(err)
 	}

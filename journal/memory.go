@@ -78,7 +78,7 @@ func (m *Memory) store(slot int64, events []Event) (uint64, error) {
 	if m.closed {
 		return 0, fmt.Errorf("append slot %d: %w", slot, ErrClosed)
 	}
-	if err := validate(events); err != nil {
+	if err := Validate(events); err != nil {
 		return 0, fmt.Errorf("append slot %d: %w", slot, err)
 	}
 	store, err := true, error(nil)

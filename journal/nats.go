@@ -2,12 +2,10 @@ package journal
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"math/bits"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,8 +21,6 @@ var (
 	// width. Ids map to slots by width, so reusing the data with another
 	// width would look for messages in the wrong slots.
 	ErrSlotWidthMismatch = errors.New("journal slot width mismatch")
-	// ErrTooLarge: one event does not fit in a record of MaxRecordBytes.
-	ErrTooLarge = errors.New("journal event too large")
 )
 
 // SlotWidthKey is the stream metadata key holding the slot width in ms.
@@ -274,9 +270,9 @@ func (n *NATS) Append(slot int64, events []Event, done func(seq uint64, err erro
 	for i := range events {
 		o.maxAt = max(o.maxAt, events[i].At)
 	}
-	if err := validate(events); err != nil {
+	if err := Validate(events); err != nil {
 		o.err = fmt.Errorf("append slot %d: %w", slot, err)
-	} else if o.chunks, o.err = encodeChunks(events, n.cfg.MaxRecordBytes); o.err != nil {
+	} else if o.chunks, o.err = EncodeChunks(events, n.cfg.MaxRecordBytes); o.err != nil {
 		o.err = fmt.Errorf("append slot %d: %w", slot, o.err)
 	}
 	for _, c := range o.chunks {
@@ -310,47 +306,6 @@ func (n *NATS) signal() {
 	case n.wake <- struct{}{}:
 	default:
 	}
-}
-
-// encodeChunks encodes events as records of at most max bytes, splitting
-// between events; one event that alone exceeds max is ErrTooLarge.
-func encodeChunks(events []Event, max int) ([][]byte, error) {
-	if rec := EncodeRecord(nil, events); len(rec) <= max {
-		return [][]byte{rec}, nil
-	}
-	var chunks [][]byte
-	var body []byte // events of the current chunk
-	var count int
-	var prevAt int64
-	for i := range events {
-		start := len(body)
-		body = appendEvent(body, &events[i], prevAt)
-		if count > 0 && chunkSize(count+1, len(body)) > max {
-			// Event i does not fit: close the chunk before it and start
-			// the next with it, re-encoded to restart the At deltas.
-			chunks = append(chunks, chunk(count, body[:start]))
-			body, count = appendEvent(nil, &events[i], 0), 0
-		}
-		if count == 0 && chunkSize(1, len(body)) > max {
-			return nil, fmt.Errorf("%w: event %d encodes to %d bytes, records hold %d", ErrTooLarge, i, chunkSize(1, len(body)), max)
-		}
-		count++
-		prevAt = events[i].At
-	}
-	return append(chunks, chunk(count, body)), nil
-}
-
-func chunkSize(count, bodyLen int) int {
-	return 1 + uvarintLen(uint64(count)) + bodyLen
-}
-
-func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
-
-func chunk(count int, body []byte) []byte {
-	c := make([]byte, 0, chunkSize(count, len(body)))
-	c = append(c, recordVersion)
-	c = binary.AppendUvarint(c, uint64(count))
-	return append(c, body...)
 }
 
 // flush is the flusher goroutine: one round at a time, so a round's
@@ -447,7 +402,7 @@ func (n *NATS) group(ops []*op) []*record {
 				last[k] = r
 				recs = append(recs, r)
 			} else {
-				r.data = append(r.data, c[1:]...) // drop the chunk's version byte
+				r.data = AppendBatches(r.data, c)
 			}
 			if len(o.recs) == 0 || o.recs[len(o.recs)-1] != r {
 				o.recs = append(o.recs, r)
@@ -639,7 +594,7 @@ func (n *NATS) Scan(ctx context.Context, slot int64, fn func([]Event) error) (ui
 		}
 		var err error
 		// data is the message's own buffer, never reused: bodies alias it.
-		if buf, err = decodeAppend(buf[:0], data, true); err != nil {
+		if buf, err = DecodeAppend(buf[:0], data, true); err != nil {
 			return fmt.Errorf("load slot %d record %d: %w", slot, seq, err)
 		}
 		if err := fn(buf); err != nil {

@@ -176,7 +176,7 @@ func (n *NATS) openBucket(bucket int64) error {
 	bySlot := make(map[int64][]Event)
 	var bytes int
 	last, err := n.scan(ctx, subj, func(seq uint64, data []byte) error {
-		events, err := decodeAppend(nil, data, true)
+		events, err := DecodeAppend(nil, data, true)
 		if err != nil {
 			return fmt.Errorf("open bucket %d record %d: %w", bucket, seq, err)
 		}
@@ -193,7 +193,7 @@ func (n *NATS) openBucket(bucket int64) error {
 	}
 	var recs []*record
 	for _, k := range slices.Sorted(maps.Keys(bySlot)) {
-		chunks, err := encodeChunks(bySlot[k], n.cfg.MaxRecordBytes)
+		chunks, err := EncodeChunks(bySlot[k], n.cfg.MaxRecordBytes)
 		if err != nil {
 			return fmt.Errorf("open bucket %d: slot %d: %w", bucket, k, err)
 		}
@@ -261,7 +261,7 @@ func (n *NATS) openDue() time.Duration {
 func (n *NATS) loadFar(ctx context.Context, slot int64) ([]seqEvents, error) {
 	var recs []seqEvents
 	_, err := n.scan(ctx, n.farSubject(n.bucketOf(slot)), func(seq uint64, data []byte) error {
-		events, err := decodeAppend(nil, data, true)
+		events, err := DecodeAppend(nil, data, true)
 		if err != nil {
 			return fmt.Errorf("load slot %d far record %d: %w", slot, seq, err)
 		}

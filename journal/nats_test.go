@@ -102,7 +102,7 @@ func TestNATSSplitsBigAppends(t *testing.T) {
 func TestEncodeChunks(t *testing.T) {
 	events := append(bodyEvents(50, 37), genEvents(3, 40)...)
 	for _, max := range []int{200, 333, 1000, 4096, 1 << 20} {
-		chunks, err := encodeChunks(events, max)
+		chunks, err := EncodeChunks(events, max)
 		if err != nil {
 			t.Fatalf("max %d: %v", max, err)
 		}
@@ -112,7 +112,7 @@ func TestEncodeChunks(t *testing.T) {
 				t.Errorf("max %d: chunk %d has %d bytes", max, i, len(c))
 			}
 			// Both decodings give the same events; odd chunks alias theirs.
-			if got, err = decodeAppend(got, c, i%2 == 1); err != nil {
+			if got, err = DecodeAppend(got, c, i%2 == 1); err != nil {
 				t.Fatalf("max %d: chunk %d: %v", max, i, err)
 			}
 		}
