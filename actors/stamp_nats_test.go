@@ -8,7 +8,7 @@ import (
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/clock"
 	"github.com/tockd/tock/internal/natstest"
-	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/journal/natsjournal"
 	"github.com/tockd/tock/msgid"
 )
 
@@ -30,7 +30,7 @@ func TestStampsSurviveClockStepBackOnNATS(t *testing.T) {
 	var last msgid.ID
 	for run, at := range clocks {
 		man := clock.NewManual(at)
-		j, err := journal.NewNATS(context.Background(), nc, journal.NATSConfig{
+		j, err := natsjournal.New(context.Background(), nc, natsjournal.Config{
 			Stream: "STAMPS", Prefix: "stamps", SlotWidth: cfg.SlotWidth, Now: man.Now,
 		})
 		if err != nil {

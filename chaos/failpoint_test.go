@@ -15,8 +15,8 @@ import (
 // syntax: <package path>/<name>=<terms>, separated by ';'. "5%return(true)"
 // fires on 5% of evaluations.
 var faults = strings.Join([]string{
-	"github.com/tockd/tock/journal/appendFail=5%return(true)",
-	"github.com/tockd/tock/journal/appendAckLost=5%return(true)",
+	"github.com/tockd/tock/journal/natsjournal/appendFail=5%return(true)",
+	"github.com/tockd/tock/journal/natsjournal/appendAckLost=5%return(true)",
 	"github.com/tockd/tock/delivery/publishFail=10%return(true)",
 	"github.com/tockd/tock/delivery/publishAckLost=10%return(true)",
 }, ";")

@@ -1,4 +1,4 @@
-package journal
+package journal_test
 
 import (
 	"bytes"
@@ -10,45 +10,47 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/journal/journaltest"
 	"github.com/tockd/tock/msgid"
 )
 
-func codecCases() map[string][]Event {
+func codecCases() map[string][]journal.Event {
 	id := msgid.New(1_700_000_060_000, 42)
-	return map[string][]Event{
+	return map[string][]journal.Event{
 		"empty":     nil,
-		"closed":    {{Kind: Closed, At: 1_700_000_000_000}},
-		"fired":     {{Kind: Fired, ID: id, At: 1_700_000_060_003}},
-		"cancelled": {{Kind: Cancelled, ID: id, At: 1_700_000_000_500}},
-		"scheduled": {{Kind: Scheduled, ID: id, At: 1_700_000_000_000, Target: "orders.new",
-			DeliverAt: id.DeliverAt(), Header: Header{"A": {"1"}, "B": {"x", "y"}}, Body: []byte("hello")}},
-		"mixed":    genEvents(5, 12),
-		"payloads": payloadEvents(),
+		"closed":    {{Kind: journal.Closed, At: 1_700_000_000_000}},
+		"fired":     {{Kind: journal.Fired, ID: id, At: 1_700_000_060_003}},
+		"cancelled": {{Kind: journal.Cancelled, ID: id, At: 1_700_000_000_500}},
+		"scheduled": {{Kind: journal.Scheduled, ID: id, At: 1_700_000_000_000, Target: "orders.new",
+			DeliverAt: id.DeliverAt(), Header: journal.Header{"A": {"1"}, "B": {"x", "y"}}, Body: []byte("hello")}},
+		"mixed":    journaltest.GenEvents(5, 12),
+		"payloads": journaltest.PayloadEvents(),
 		"extremes": {
-			{Kind: Fired, ID: msgid.New(math.MinInt64, math.MaxUint64), At: math.MaxInt64},
-			{Kind: Fired, ID: msgid.New(math.MaxInt64, 0), At: math.MinInt64},
-			{Kind: Scheduled, At: math.MinInt64, DeliverAt: math.MaxInt64},
+			{Kind: journal.Fired, ID: msgid.New(math.MinInt64, math.MaxUint64), At: math.MaxInt64},
+			{Kind: journal.Fired, ID: msgid.New(math.MaxInt64, 0), At: math.MinInt64},
+			{Kind: journal.Scheduled, At: math.MinInt64, DeliverAt: math.MaxInt64},
 		},
-		"stray fields": {{Kind: Closed, ID: id, At: 5, Target: "t", Header: Header{"": {""}}, Body: []byte{1}}},
+		"stray fields": {{Kind: journal.Closed, ID: id, At: 5, Target: "t", Header: journal.Header{"": {""}}, Body: []byte{1}}},
 	}
 }
 
 func TestCodecRoundTrip(t *testing.T) {
 	for name, events := range codecCases() {
 		t.Run(name, func(t *testing.T) {
-			b := EncodeRecord([]byte("prefix"), events)
+			b := journal.EncodeRecord([]byte("prefix"), events)
 			if !bytes.HasPrefix(b, []byte("prefix")) {
 				t.Fatal("EncodeRecord did not append to dst")
 			}
 			b = b[len("prefix"):]
-			got, err := DecodeRecord(b)
+			got, err := journal.DecodeRecord(b)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(events, got, equateEmpty); diff != "" {
+			if diff := cmp.Diff(events, got, journaltest.EquateEmpty); diff != "" {
 				t.Fatalf("(-want +got):\n%s", diff)
 			}
-			if again := EncodeRecord(nil, got); !bytes.Equal(b, again) {
+			if again := journal.EncodeRecord(nil, got); !bytes.Equal(b, again) {
 				t.Errorf("re-encoding differs: %x vs %x", b, again)
 			}
 		})
@@ -58,15 +60,15 @@ func TestCodecRoundTrip(t *testing.T) {
 // TestCodecNoAlias: decoded events must survive reuse of the input.
 func TestCodecNoAlias(t *testing.T) {
 	want := codecCases()["scheduled"]
-	b := EncodeRecord(nil, want)
-	got, err := DecodeRecord(b)
+	b := journal.EncodeRecord(nil, want)
+	got, err := journal.DecodeRecord(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range b {
 		b[i] = 0xff
 	}
-	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+	if diff := cmp.Diff(want, got, journaltest.EquateEmpty); diff != "" {
 		t.Errorf("decoded events changed with their input (-want +got):\n%s", diff)
 	}
 	got[0].Body = append(got[0].Body, '!')
@@ -78,25 +80,25 @@ func TestCodecNoAlias(t *testing.T) {
 // TestCodecMergedBatches: a record may hold several batches, as the NATS
 // journal stores merged appends.
 func TestCodecMergedBatches(t *testing.T) {
-	a, b := genEvents(1, 3), genEvents(2, 4)
-	rec := EncodeRecord(nil, a)
-	rec = append(rec, EncodeRecord(nil, b)[1:]...)
-	got, err := DecodeRecord(rec)
+	a, b := journaltest.GenEvents(1, 3), journaltest.GenEvents(2, 4)
+	rec := journal.EncodeRecord(nil, a)
+	rec = append(rec, journal.EncodeRecord(nil, b)[1:]...)
+	got, err := journal.DecodeRecord(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(append(a, b...), got, equateEmpty); diff != "" {
+	if diff := cmp.Diff(append(a, b...), got, journaltest.EquateEmpty); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
 
 func TestCodecTruncated(t *testing.T) {
 	for name, events := range codecCases() {
-		b := EncodeRecord(nil, events)
+		b := journal.EncodeRecord(nil, events)
 		// Every prefix of the first 4 KiB, then a sample: the big body of
 		// "payloads" would otherwise make this slow.
 		for n := 0; n < len(b); n += max(1, (n-4096)/64) {
-			if _, err := DecodeRecord(b[:n]); !errors.Is(err, ErrCorrupt) {
+			if _, err := journal.DecodeRecord(b[:n]); !errors.Is(err, journal.ErrCorrupt) {
 				t.Errorf("%s: prefix of %d/%d bytes: %v, want ErrCorrupt", name, n, len(b), err)
 			}
 		}
@@ -106,26 +108,26 @@ func TestCodecTruncated(t *testing.T) {
 func TestCodecHostile(t *testing.T) {
 	uv := func(v uint64) []byte { return binary.AppendUvarint(nil, v) }
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
-	head := []byte{byte(Scheduled) | flagDelivery, 0, 0} // kind, at, deliver at
+	head := []byte{byte(journal.Scheduled) | 0x40 /* flagDelivery */, 0, 0} // kind, at, deliver at
 	for name, b := range map[string][]byte{
 		"bad version":     {2, 0},
 		"huge count":      cat([]byte{1}, uv(math.MaxUint64)),
-		"count too big":   cat([]byte{1}, uv(3), []byte{byte(Fired), 0}),
+		"count too big":   cat([]byte{1}, uv(3), []byte{byte(journal.Fired), 0}),
 		"kind zero":       {1, 1, 0, 0},
 		"kind unknown":    {1, 1, 9, 0},
-		"long varint":     cat([]byte{1, 1, byte(Fired)}, bytes.Repeat([]byte{0xff}, 11)),
+		"long varint":     cat([]byte{1, 1, byte(journal.Fired)}, bytes.Repeat([]byte{0xff}, 11)),
 		"huge target":     cat([]byte{1, 1}, head, uv(math.MaxInt64)),
 		"huge header":     cat([]byte{1, 1}, head, uv(0), uv(1<<40)),
 		"huge values":     cat([]byte{1, 1}, head, uv(0), uv(1), uv(1), []byte("k"), uv(1<<40)),
 		"huge body":       cat([]byte{1, 1}, head, uv(0), uv(0), uv(1<<62)),
 		"duplicate key":   cat([]byte{1, 1}, head, uv(0), uv(2), uv(1), []byte("k"), uv(0), uv(1), []byte("k"), uv(0), uv(0)),
-		"short stamp":     {1, 1, byte(Fired) | flagID, 0, 0, 1, 2, 3},
-		"trailing junk":   cat(EncodeRecord(nil, genEvents(1, 1)), []byte{0x80}),
+		"short stamp":     {1, 1, byte(journal.Fired) | 0x80 /* flagID */, 0, 0, 1, 2, 3},
+		"trailing junk":   cat(journal.EncodeRecord(nil, journaltest.GenEvents(1, 1)), []byte{0x80}),
 		"just a version":  {1},
 		"empty":           {},
 		"overlong length": cat([]byte{1, 1}, head, []byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}),
 	} {
-		if events, err := DecodeRecord(b); !errors.Is(err, ErrCorrupt) {
+		if events, err := journal.DecodeRecord(b); !errors.Is(err, journal.ErrCorrupt) {
 			t.Errorf("%s: %v, %v; want ErrCorrupt", name, events, err)
 		}
 	}
@@ -138,16 +140,16 @@ func TestCodecSize(t *testing.T) {
 	at := int64(1_700_000_000_000)
 	for _, tc := range []struct {
 		name string
-		ev   Event
+		ev   journal.Event
 		max  int
 	}{
-		{"fired", Event{Kind: Fired, ID: id, At: id.DeliverAt() + 3}, 16},
-		{"cancelled", Event{Kind: Cancelled, ID: id, At: at + 10}, 19},
-		{"closed", Event{Kind: Closed, At: at}, 8},
-		{"scheduled 1 KB", Event{Kind: Scheduled, ID: id, At: at, Target: "orders.created", DeliverAt: id.DeliverAt(),
-			Header: Header{"Trace-Id": {"abc123"}}, Body: make([]byte, 1024)}, 1024 + 14 + 6 + 8 + 30},
+		{"fired", journal.Event{Kind: journal.Fired, ID: id, At: id.DeliverAt() + 3}, 16},
+		{"cancelled", journal.Event{Kind: journal.Cancelled, ID: id, At: at + 10}, 19},
+		{"closed", journal.Event{Kind: journal.Closed, At: at}, 8},
+		{"scheduled 1 KB", journal.Event{Kind: journal.Scheduled, ID: id, At: at, Target: "orders.created", DeliverAt: id.DeliverAt(),
+			Header: journal.Header{"Trace-Id": {"abc123"}}, Body: make([]byte, 1024)}, 1024 + 14 + 6 + 8 + 30},
 	} {
-		n := len(EncodeRecord(nil, []Event{tc.ev})) - 2 // version and count
+		n := len(journal.EncodeRecord(nil, []journal.Event{tc.ev})) - 2 // version and count
 		t.Logf("%s: %d bytes", tc.name, n)
 		if n > tc.max {
 			t.Errorf("%s encodes to %d bytes, want at most %d", tc.name, n, tc.max)
@@ -157,10 +159,10 @@ func TestCodecSize(t *testing.T) {
 
 func fuzzSeeds(f *testing.F) {
 	for _, events := range codecCases() {
-		f.Add(EncodeRecord(nil, events))
+		f.Add(journal.EncodeRecord(nil, events))
 	}
-	merged := EncodeRecord(nil, genEvents(1, 2))
-	f.Add(append(merged, EncodeRecord(nil, genEvents(2, 2))[1:]...))
+	merged := journal.EncodeRecord(nil, journaltest.GenEvents(1, 2))
+	f.Add(append(merged, journal.EncodeRecord(nil, journaltest.GenEvents(2, 2))[1:]...))
 }
 
 // FuzzDecodeRecord: decoding arbitrary bytes never panics, fails only with
@@ -168,18 +170,18 @@ func fuzzSeeds(f *testing.F) {
 func FuzzDecodeRecord(f *testing.F) {
 	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		events, err := DecodeRecord(b)
+		events, err := journal.DecodeRecord(b)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
+			if !errors.Is(err, journal.ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
 			}
 			return
 		}
-		again, err := DecodeRecord(EncodeRecord(nil, events))
+		again, err := journal.DecodeRecord(journal.EncodeRecord(nil, events))
 		if err != nil {
 			t.Fatalf("re-encoded record: %v", err)
 		}
-		if diff := cmp.Diff(events, again, equateEmpty); diff != "" {
+		if diff := cmp.Diff(events, again, journaltest.EquateEmpty); diff != "" {
 			t.Fatalf("(-first +second):\n%s", diff)
 		}
 	})
@@ -190,22 +192,22 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add(uint8(1), []byte("0123456789abcdef"), int64(1), int64(2), "t", "k", "v1\x00v2", []byte("body"), uint8(3))
 	f.Add(uint8(4), []byte{}, int64(math.MinInt64), int64(math.MaxInt64), "", "", "", []byte{}, uint8(0))
 	f.Fuzz(func(t *testing.T, kind uint8, id []byte, at, deliverAt int64, target, key, values string, body []byte, n uint8) {
-		ev := Event{Kind: Kind(kind%4 + 1), At: at, DeliverAt: deliverAt, Target: target, Body: body}
+		ev := journal.Event{Kind: journal.Kind(kind%4 + 1), At: at, DeliverAt: deliverAt, Target: target, Body: body}
 		copy(ev.ID[:], id)
 		if key != "" || values != "" {
-			ev.Header = Header{key: strings.Split(values, "\x00")}
+			ev.Header = journal.Header{key: strings.Split(values, "\x00")}
 		}
-		events := []Event{ev}
+		events := []journal.Event{ev}
 		for i := range int(n % 8) {
 			next := ev
 			next.At = at + int64(i)*deliverAt // arbitrary, wrapping deltas
 			events = append(events, next)
 		}
-		got, err := DecodeRecord(EncodeRecord(nil, events))
+		got, err := journal.DecodeRecord(journal.EncodeRecord(nil, events))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(events, got, equateEmpty); diff != "" {
+		if diff := cmp.Diff(events, got, journaltest.EquateEmpty); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
 	})
@@ -214,17 +216,17 @@ func FuzzRoundTrip(f *testing.F) {
 // An aliasing decode gives the same events as a copying one, with bodies
 // that cannot be appended to in place; a copying decode does not share b.
 func TestDecodeAliasing(t *testing.T) {
-	events := bodyEvents(20, 100)
-	rec := EncodeRecord(nil, events)
-	copied, err := DecodeAppend(nil, rec, false)
+	events := journaltest.BodyEvents(20, 100)
+	rec := journal.EncodeRecord(nil, events)
+	copied, err := journal.DecodeAppend(nil, rec, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	aliased, err := DecodeAppend(nil, rec, true)
+	aliased, err := journal.DecodeAppend(nil, rec, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(copied, aliased, equateEmpty); diff != "" {
+	if diff := cmp.Diff(copied, aliased, journaltest.EquateEmpty); diff != "" {
 		t.Fatalf("aliased decode differs (-copied +aliased):\n%s", diff)
 	}
 	for _, ev := range aliased {
@@ -233,7 +235,30 @@ func TestDecodeAliasing(t *testing.T) {
 		}
 	}
 	clear(rec)
-	if diff := cmp.Diff(events, copied, equateEmpty); diff != "" {
+	if diff := cmp.Diff(events, copied, journaltest.EquateEmpty); diff != "" {
 		t.Errorf("copied events changed with the record (-want +got):\n%s", diff)
+	}
+}
+
+func TestEncodeChunks(t *testing.T) {
+	events := append(journaltest.BodyEvents(50, 37), journaltest.GenEvents(3, 40)...)
+	for _, max := range []int{200, 333, 1000, 4096, 1 << 20} {
+		chunks, err := journal.EncodeChunks(events, max)
+		if err != nil {
+			t.Fatalf("max %d: %v", max, err)
+		}
+		var got []journal.Event
+		for i, c := range chunks {
+			if len(c) > max {
+				t.Errorf("max %d: chunk %d has %d bytes", max, i, len(c))
+			}
+			// Both decodings give the same events; odd chunks alias theirs.
+			if got, err = journal.DecodeAppend(got, c, i%2 == 1); err != nil {
+				t.Fatalf("max %d: chunk %d: %v", max, i, err)
+			}
+		}
+		if diff := cmp.Diff(events, got, journaltest.EquateEmpty); diff != "" {
+			t.Errorf("max %d (-want +got):\n%s", max, diff)
+		}
 	}
 }

@@ -90,7 +90,7 @@ func (m *Memory) store(slot int64, events []Event) (uint64, error) {
 	if store {
 		m.seq++
 		seq = m.seq
-		m.slots[slot] = append(m.slots[slot], memRecord{seq: seq, events: cloneEvents(events)})
+		m.slots[slot] = append(m.slots[slot], memRecord{seq: seq, events: CloneEvents(events)})
 		for _, ev := range events {
 			m.newest = max(m.newest, ev.At)
 		}
@@ -180,7 +180,7 @@ func (m *Memory) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) 
 		return nil, 0, nil
 	}
 	last := recs[len(recs)-1]
-	return cloneEvents(last.events), last.seq, nil
+	return CloneEvents(last.events), last.seq, nil
 }
 
 // Slots lists slots with records, ascending.
@@ -239,9 +239,9 @@ func (m *Memory) Close() error {
 	return nil
 }
 
-// cloneEvents deep-copies events, so neither the caller's later changes
+// CloneEvents deep-copies events, so neither the caller's later changes
 // nor a reader's reach the stored record.
-func cloneEvents(events []Event) []Event {
+func CloneEvents(events []Event) []Event {
 	if len(events) == 0 {
 		return nil
 	}

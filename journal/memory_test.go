@@ -1,4 +1,4 @@
-package journal
+package journal_test
 
 import (
 	"context"
@@ -6,11 +6,14 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/journal/journaltest"
 )
 
 func TestMemoryContract(t *testing.T) {
-	runContract(t, func(t *testing.T) Journal {
-		m := NewMemory()
+	journaltest.Run(t, func(t *testing.T) journal.Journal {
+		m := journal.NewMemory()
 		t.Cleanup(func() { m.Close() })
 		return m
 	})
@@ -19,12 +22,12 @@ func TestMemoryContract(t *testing.T) {
 // TestMemoryCompleteRunner: a simulator queues completions and runs them
 // when it likes; nothing runs before that.
 func TestMemoryCompleteRunner(t *testing.T) {
-	m := NewMemory()
+	m := journal.NewMemory()
 	var queue []func()
 	m.Complete = func(f func()) { queue = append(queue, f) }
 	var seqs []uint64
 	for i := range 3 {
-		m.Append(int64(i), genEvents(i, 1), func(seq uint64, err error) {
+		m.Append(int64(i), journaltest.GenEvents(i, 1), func(seq uint64, err error) {
 			if err != nil {
 				t.Errorf("append: %v", err)
 			}
@@ -49,19 +52,19 @@ func TestMemoryCompleteRunner(t *testing.T) {
 
 // TestMemoryFail: Fail models an unavailable store and a lost ack.
 func TestMemoryFail(t *testing.T) {
-	m := NewMemory()
+	m := journal.NewMemory()
 	m.Complete = func(f func()) { f() }
 	errDown := errors.New("down")
 	var store bool
-	m.Fail = func(int64, []Event) (bool, error) { return store, errDown }
+	m.Fail = func(int64, []journal.Event) (bool, error) { return store, errDown }
 
 	var got []error
 	done := func(_ uint64, err error) { got = append(got, err) }
-	m.Append(1, genEvents(1, 1), done) // not stored
+	m.Append(1, journaltest.GenEvents(1, 1), done) // not stored
 	store = true
-	m.Append(1, genEvents(2, 1), done) // stored, ack lost
+	m.Append(1, journaltest.GenEvents(2, 1), done) // stored, ack lost
 	m.Fail = nil
-	m.Append(1, genEvents(3, 1), done)
+	m.Append(1, journaltest.GenEvents(3, 1), done)
 
 	if !errors.Is(got[0], errDown) || !errors.Is(got[1], errDown) || got[2] != nil {
 		t.Errorf("done errors: %v", got)
@@ -70,8 +73,8 @@ func TestMemoryFail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := append(genEvents(2, 1), genEvents(3, 1)...)
-	if diff := cmp.Diff(want, events, equateEmpty); diff != "" || seq != 2 {
+	want := append(journaltest.GenEvents(2, 1), journaltest.GenEvents(3, 1)...)
+	if diff := cmp.Diff(want, events, journaltest.EquateEmpty); diff != "" || seq != 2 {
 		t.Errorf("seq %d, events (-want +got):\n%s", seq, diff)
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/tockd/tock/clock"
 	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/gateway"
-	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/journal/natsjournal"
 )
 
 // embeddedMaxPayload is the embedded server's message limit. It sits well
@@ -42,7 +42,7 @@ type Service struct {
 	lock      *os.File       // flock on the data directory, embedded server only
 	ns        *server.Server // nil with an external server
 	nc        *nats.Conn
-	journal   *journal.NATS
+	journal   *natsjournal.Journal
 	publisher *delivery.Publisher
 	scheduler *actors.Scheduler
 	gateway   *gateway.Gateway
@@ -78,7 +78,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		s.log.Warn("--max-payload is not below the server's max_payload: larger messages get a NATS error instead of 413",
 			"max_payload", cfg.MaxPayload, "server_max_payload", max)
 	}
-	s.journal, err = journal.NewNATS(ctx, s.nc, journal.NATSConfig{
+	s.journal, err = natsjournal.New(ctx, s.nc, natsjournal.Config{
 		SlotWidth: cfg.SlotWidth,
 		// Every slot the scheduler loads ahead of time must be open.
 		FineWindow: max(journalFineWindow, 2*cfg.Horizon+cfg.SlotWidth),

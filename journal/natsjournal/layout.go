@@ -1,4 +1,4 @@
-package journal
+package natsjournal
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tockd/tock/journal"
 )
 
 // The journal's layout on JetStream: fine near, coarse far.
@@ -69,15 +71,15 @@ const (
 	openRetry = time.Second
 )
 
-func (n *NATS) farSubject(bucket int64) string {
+func (n *Journal) farSubject(bucket int64) string {
 	return n.cfg.Prefix + "." + farToken + "." + strconv.FormatInt(bucket, 10)
 }
 
 // bucketOf is the bucket of slot.
-func (n *NATS) bucketOf(slot int64) int64 { return floorDiv(slot, n.bucketSlots) }
+func (n *Journal) bucketOf(slot int64) int64 { return floorDiv(slot, n.bucketSlots) }
 
 // slotOfMs is the slot of a deliver time.
-func (n *NATS) slotOfMs(ms int64) int64 { return floorDiv(ms, n.widthMs) }
+func (n *Journal) slotOfMs(ms int64) int64 { return floorDiv(ms, n.widthMs) }
 
 func floorDiv(a, b int64) int64 {
 	q := a / b
@@ -91,10 +93,10 @@ func floorDiv(a, b int64) int64 {
 // every one must name slot through its id, so that a bucket's mixed
 // records can be sorted back into slots. Closed events carry no id (and
 // are only written once a slot's time is over, so never far).
-func (n *NATS) farEligible(slot int64, events []Event) bool {
+func (n *Journal) farEligible(slot int64, events []journal.Event) bool {
 	for i := range events {
 		ev := &events[i]
-		if ev.Kind == Closed || ev.ID.IsZero() || n.slotOfMs(ev.ID.DeliverAt()) != slot {
+		if ev.Kind == journal.Closed || ev.ID.IsZero() || n.slotOfMs(ev.ID.DeliverAt()) != slot {
 			return false
 		}
 	}
@@ -102,13 +104,13 @@ func (n *NATS) farEligible(slot int64, events []Event) bool {
 }
 
 // openTarget is the highest bucket that must be open at now (Unix ms).
-func (n *NATS) openTarget(now int64) int64 {
+func (n *Journal) openTarget(now int64) int64 {
 	return n.bucketOf(n.slotOfMs(now + n.cfg.FineWindow.Milliseconds()))
 }
 
 // isFar reports whether slot's bucket is not open yet, and whether it may
 // hold far records.
-func (n *NATS) isFar(slot int64) (far, hasRecords bool) {
+func (n *Journal) isFar(slot int64) (far, hasRecords bool) {
 	b := n.bucketOf(slot)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -120,7 +122,7 @@ func (n *NATS) isFar(slot int64) (far, hasRecords bool) {
 }
 
 // listFar returns the buckets that have far records.
-func (n *NATS) listFar(ctx context.Context) ([]int64, error) {
+func (n *Journal) listFar(ctx context.Context) ([]int64, error) {
 	subjects, err := n.subjects(ctx, n.cfg.Prefix+"."+farToken+".>")
 	if err != nil {
 		return nil, fmt.Errorf("list far buckets: %w", unavailable(err))
@@ -142,9 +144,9 @@ func (n *NATS) listFar(ctx context.Context) ([]int64, error) {
 // openUpTo opens, in order, every bucket up to target that has far
 // records, then marks every bucket up to target open. It stops at the
 // first failure, leaving that bucket far (loads stay correct: they read
-// far records until it opens). Called by NewNATS before the flusher
+// far records until it opens). Called by New before the flusher
 // starts, then only by the flusher.
-func (n *NATS) openUpTo(target int64) error {
+func (n *Journal) openUpTo(target int64) error {
 	n.mu.Lock()
 	var todo []int64
 	for b := range n.far {
@@ -170,13 +172,13 @@ func (n *NATS) openUpTo(target int64) error {
 
 // openBucket copies bucket's far records to its slots' own subjects and
 // marks it open; the far subject is purged by purgeOpened.
-func (n *NATS) openBucket(bucket int64) error {
+func (n *Journal) openBucket(bucket int64) error {
 	subj := n.farSubject(bucket)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.AckTimeout)
-	bySlot := make(map[int64][]Event)
+	bySlot := make(map[int64][]journal.Event)
 	var bytes int
 	last, err := n.scan(ctx, subj, func(seq uint64, data []byte) error {
-		events, err := DecodeAppend(nil, data, true)
+		events, err := journal.DecodeAppend(nil, data, true)
 		if err != nil {
 			return fmt.Errorf("open bucket %d record %d: %w", bucket, seq, err)
 		}
@@ -193,7 +195,7 @@ func (n *NATS) openBucket(bucket int64) error {
 	}
 	var recs []*record
 	for _, k := range slices.Sorted(maps.Keys(bySlot)) {
-		chunks, err := EncodeChunks(bySlot[k], n.cfg.MaxRecordBytes)
+		chunks, err := journal.EncodeChunks(bySlot[k], n.cfg.MaxRecordBytes)
 		if err != nil {
 			return fmt.Errorf("open bucket %d: slot %d: %w", bucket, k, err)
 		}
@@ -220,7 +222,7 @@ func (n *NATS) openBucket(bucket int64) error {
 
 // purgeOpened purges the far records of opened buckets, up to what their
 // opening copied.
-func (n *NATS) purgeOpened() error {
+func (n *Journal) purgeOpened() error {
 	n.mu.Lock()
 	stale := make(map[int64]uint64, len(n.stale))
 	for b, seq := range n.stale {
@@ -244,7 +246,7 @@ func (n *NATS) purgeOpened() error {
 }
 
 // openDue opens what the clock asks for and returns when to look again.
-func (n *NATS) openDue() time.Duration {
+func (n *Journal) openDue() time.Duration {
 	now := n.cfg.Now().UnixMilli()
 	if err := n.openUpTo(n.openTarget(now)); err != nil {
 		n.cfg.Logger.Warn("journal: opening far buckets failed; retrying", "err", err)
@@ -258,10 +260,10 @@ func (n *NATS) openDue() time.Duration {
 
 // loadFar returns the records of slot's far bucket, each cut down to the
 // slot's events, in sequence order.
-func (n *NATS) loadFar(ctx context.Context, slot int64) ([]seqEvents, error) {
+func (n *Journal) loadFar(ctx context.Context, slot int64) ([]seqEvents, error) {
 	var recs []seqEvents
 	_, err := n.scan(ctx, n.farSubject(n.bucketOf(slot)), func(seq uint64, data []byte) error {
-		events, err := DecodeAppend(nil, data, true)
+		events, err := journal.DecodeAppend(nil, data, true)
 		if err != nil {
 			return fmt.Errorf("load slot %d far record %d: %w", slot, seq, err)
 		}
@@ -281,13 +283,13 @@ func (n *NATS) loadFar(ctx context.Context, slot int64) ([]seqEvents, error) {
 
 type seqEvents struct {
 	seq    uint64
-	events []Event
+	events []journal.Event
 }
 
 // mergeRecords merges two sequence-ordered record lists into one event
 // list, in sequence order.
-func mergeRecords(a, b []seqEvents) []Event {
-	var out []Event
+func mergeRecords(a, b []seqEvents) []journal.Event {
+	var out []journal.Event
 	for len(a) > 0 || len(b) > 0 {
 		if len(b) == 0 || (len(a) > 0 && a[0].seq < b[0].seq) {
 			out = append(out, a[0].events...)

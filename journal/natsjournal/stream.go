@@ -1,4 +1,4 @@
-package journal
+package natsjournal
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 )
 
 // streamConfig is the stream a new journal gets.
-func (c NATSConfig) streamConfig() jetstream.StreamConfig {
+func (c Config) streamConfig() jetstream.StreamConfig {
 	sc := jetstream.StreamConfig{
 		Name:      c.Stream,
 		Storage:   jetstream.FileStorage,
@@ -25,7 +25,7 @@ func (c NATSConfig) streamConfig() jetstream.StreamConfig {
 // enforce sets what the journal relies on in sc, and reports whether that
 // changed anything. Operator choices it does not rely on (replicas, size
 // limits, placement) are left alone.
-func (c NATSConfig) enforce(sc *jetstream.StreamConfig) bool {
+func (c Config) enforce(sc *jetstream.StreamConfig) bool {
 	before := *sc
 	before.Subjects = slices.Clone(sc.Subjects)
 	before.Metadata = maps.Clone(sc.Metadata)
@@ -66,7 +66,7 @@ func (c NATSConfig) enforce(sc *jetstream.StreamConfig) bool {
 
 // ensureStream opens the journal stream, creating it if missing and
 // updating what the journal relies on if an operator changed it.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg NATSConfig) (jetstream.Stream, error) {
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, cfg.streamConfig())
@@ -81,7 +81,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg NATSConfig) (
 	return adoptStream(ctx, js, s, cfg)
 }
 
-func adoptStream(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, cfg NATSConfig) (jetstream.Stream, error) {
+func adoptStream(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, cfg Config) (jetstream.Stream, error) {
 	sc := s.CachedInfo().Config
 	if got, ok := sc.Metadata[SlotWidthKey]; ok && got != cfg.widthMs() {
 		return nil, fmt.Errorf("%w: stream %s holds slots of %s ms, configured %s ms",

@@ -1,4 +1,4 @@
-package journal
+package natsjournal
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tockd/tock/internal/natstest"
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/journal/journaltest"
 )
 
 // startServer runs an embedded JetStream server storing in dir.
@@ -27,9 +29,9 @@ func connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 var streamCounter atomic.Int64
 
 // testConfig names a fresh stream, so tests sharing a server do not meet.
-func testConfig() NATSConfig {
+func testConfig() Config {
 	n := streamCounter.Add(1)
-	return NATSConfig{
+	return Config{
 		Stream:     fmt.Sprintf("J%d", n),
 		Prefix:     fmt.Sprintf("j%d", n),
 		SlotWidth:  time.Second,
@@ -37,9 +39,9 @@ func testConfig() NATSConfig {
 	}
 }
 
-func openNATS(t testing.TB, nc *nats.Conn, cfg NATSConfig) *NATS {
+func openJournal(t testing.TB, nc *nats.Conn, cfg Config) *Journal {
 	t.Helper()
-	j, err := NewNATS(context.Background(), nc, cfg)
+	j, err := New(context.Background(), nc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,11 +51,11 @@ func openNATS(t testing.TB, nc *nats.Conn, cfg NATSConfig) *NATS {
 
 func TestNATSContract(t *testing.T) {
 	nc := connect(t, startServer(t, t.TempDir()))
-	runContract(t, func(t *testing.T) Journal { return openNATS(t, nc, testConfig()) })
+	journaltest.Run(t, func(t *testing.T) journal.Journal { return openJournal(t, nc, testConfig()) })
 }
 
 // subjectMsgs counts the records stored for slot.
-func subjectMsgs(t *testing.T, j *NATS, slot int64) uint64 {
+func subjectMsgs(t *testing.T, j *Journal, slot int64) uint64 {
 	t.Helper()
 	info, err := j.stream.Info(context.Background(), jetstream.WithSubjectFilter(j.subject(slot)))
 	if err != nil {
@@ -62,25 +64,16 @@ func subjectMsgs(t *testing.T, j *NATS, slot int64) uint64 {
 	return info.State.Subjects[j.subject(slot)]
 }
 
-func bodyEvents(n, size int) []Event {
-	events := genEvents(0, n)
-	for i := range events {
-		events[i] = Event{Kind: Scheduled, ID: events[i].ID, At: events[i].At, Target: "t",
-			Body: []byte(strings.Repeat(string(rune('a'+i%26)), size))}
-	}
-	return events
-}
-
 func TestNATSSplitsBigAppends(t *testing.T) {
 	nc := connect(t, startServer(t, t.TempDir()))
 	cfg := testConfig()
 	cfg.MaxRecordBytes = 2048
-	j := openNATS(t, nc, cfg)
+	j := openJournal(t, nc, cfg)
 
-	big := bodyEvents(60, 100)
-	seq := appendWait(t, j, 1, big)
-	got, loadSeq := load(t, j, 1)
-	if diff := cmp.Diff(big, got, equateEmpty); diff != "" {
+	big := journaltest.BodyEvents(60, 100)
+	seq := journaltest.AppendWait(t, j, 1, big)
+	got, loadSeq := journaltest.Load(t, j, 1)
+	if diff := cmp.Diff(big, got, journaltest.EquateEmpty); diff != "" {
 		t.Fatalf("events (-want +got):\n%s", diff)
 	}
 	if seq != loadSeq {
@@ -90,52 +83,29 @@ func TestNATSSplitsBigAppends(t *testing.T) {
 		t.Errorf("%d records for ~7 KB in 2 KB records", n)
 	}
 
-	tr := newTracker(t)
-	j.Append(2, bodyEvents(1, 3000), tr.done())
-	j.Append(2, bodyEvents(1, 10), tr.done())
-	rs := tr.wait()
-	if !errors.Is(rs[0].err, ErrTooLarge) || rs[1].err != nil {
-		t.Errorf("append of a 3 KB event: %v; next append: %v", rs[0].err, rs[1].err)
-	}
-}
-
-func TestEncodeChunks(t *testing.T) {
-	events := append(bodyEvents(50, 37), genEvents(3, 40)...)
-	for _, max := range []int{200, 333, 1000, 4096, 1 << 20} {
-		chunks, err := EncodeChunks(events, max)
-		if err != nil {
-			t.Fatalf("max %d: %v", max, err)
-		}
-		var got []Event
-		for i, c := range chunks {
-			if len(c) > max {
-				t.Errorf("max %d: chunk %d has %d bytes", max, i, len(c))
-			}
-			// Both decodings give the same events; odd chunks alias theirs.
-			if got, err = DecodeAppend(got, c, i%2 == 1); err != nil {
-				t.Fatalf("max %d: chunk %d: %v", max, i, err)
-			}
-		}
-		if diff := cmp.Diff(events, got, equateEmpty); diff != "" {
-			t.Errorf("max %d (-want +got):\n%s", max, diff)
-		}
+	tr := journaltest.NewTracker(t)
+	j.Append(2, journaltest.BodyEvents(1, 3000), tr.Done())
+	j.Append(2, journaltest.BodyEvents(1, 10), tr.Done())
+	rs := tr.Wait()
+	if !errors.Is(rs[0].Err, journal.ErrTooLarge) || rs[1].Err != nil {
+		t.Errorf("append of a 3 KB event: %v; next append: %v", rs[0].Err, rs[1].Err)
 	}
 }
 
 // TestNATSMergesAppends: appends queued during a round share records.
 func TestNATSMergesAppends(t *testing.T) {
 	nc := connect(t, startServer(t, t.TempDir()))
-	j := openNATS(t, nc, testConfig())
-	tr := newTracker(t)
-	var want []Event
+	j := openJournal(t, nc, testConfig())
+	tr := journaltest.NewTracker(t)
+	var want []journal.Event
 	for i := range 500 {
-		events := genEvents(i, 1)
+		events := journaltest.GenEvents(i, 1)
 		want = append(want, events...)
-		j.Append(1, events, tr.done())
+		j.Append(1, events, tr.Done())
 	}
-	tr.wait()
-	got, _ := load(t, j, 1)
-	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+	tr.Wait()
+	got, _ := journaltest.Load(t, j, 1)
+	if diff := cmp.Diff(want, got, journaltest.EquateEmpty); diff != "" {
 		t.Fatalf("events (-want +got):\n%s", diff)
 	}
 	n := subjectMsgs(t, j, 1)
@@ -149,24 +119,24 @@ func TestNATSMergesAppends(t *testing.T) {
 // count and in bytes, interleaved with another slot.
 func TestNATSLoadManyRecords(t *testing.T) {
 	nc := connect(t, startServer(t, t.TempDir()))
-	j := openNATS(t, nc, testConfig())
+	j := openJournal(t, nc, testConfig())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []Event
+	var want []journal.Event
 	for i := range 3000 {
-		events := genEvents(i, 1)
+		events := journaltest.GenEvents(i, 1)
 		if i%500 == 0 {
-			events = bodyEvents(1, 900_000) // 3 MB total, over scanMaxBytes with the rest
+			events = journaltest.BodyEvents(1, 900_000) // 3 MB total, over scanMaxBytes with the rest
 		}
 		want = append(want, events...)
 		publishRecord(t, js, j.subject(1), events)
-		publishRecord(t, js, j.subject(2), genEvents(i, 1))
+		publishRecord(t, js, j.subject(2), journaltest.GenEvents(i, 1))
 	}
 	waitPublished(t, js)
-	got, seq := load(t, j, 1)
-	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+	got, seq := journaltest.Load(t, j, 1)
+	if diff := cmp.Diff(want, got, journaltest.EquateEmpty); diff != "" {
 		t.Fatalf("events (-want +got):\n%s", diff)
 	}
 	if _, tailSeq, _ := j.Tail(context.Background(), 1); seq != tailSeq {
@@ -174,9 +144,9 @@ func TestNATSLoadManyRecords(t *testing.T) {
 	}
 }
 
-func publishRecord(t testing.TB, js jetstream.JetStream, subj string, events []Event) {
+func publishRecord(t testing.TB, js jetstream.JetStream, subj string, events []journal.Event) {
 	t.Helper()
-	if _, err := js.PublishAsync(subj, EncodeRecord(nil, events), jetstream.WithStallWait(10*time.Second)); err != nil {
+	if _, err := js.PublishAsync(subj, journal.EncodeRecord(nil, events), jetstream.WithStallWait(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -194,20 +164,20 @@ func TestNATSRestartKeepsData(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir)
 	cfg := testConfig()
-	j := openNATS(t, connect(t, s), cfg)
-	want := genEvents(1, 5)
-	seq := appendWait(t, j, 3, want)
+	j := openJournal(t, connect(t, s), cfg)
+	want := journaltest.GenEvents(1, 5)
+	seq := journaltest.AppendWait(t, j, 3, want)
 	j.Close()
 	s.Shutdown()
 	s.WaitForShutdown()
 
 	s = startServer(t, dir)
-	j = openNATS(t, connect(t, s), cfg)
-	got, gotSeq := load(t, j, 3)
-	if diff := cmp.Diff(want, got, equateEmpty); diff != "" || gotSeq != seq {
+	j = openJournal(t, connect(t, s), cfg)
+	got, gotSeq := journaltest.Load(t, j, 3)
+	if diff := cmp.Diff(want, got, journaltest.EquateEmpty); diff != "" || gotSeq != seq {
 		t.Fatalf("after restart: seq %d (want %d), events (-want +got):\n%s", gotSeq, seq, diff)
 	}
-	if next := appendWait(t, j, 3, genEvents(2, 1)); next <= seq {
+	if next := journaltest.AppendWait(t, j, 3, journaltest.GenEvents(2, 1)); next <= seq {
 		t.Errorf("seq after restart %d, before %d", next, seq)
 	}
 }
@@ -227,30 +197,30 @@ func TestNATSServerGone(t *testing.T) {
 			nc := connect(t, s)
 			cfg := testConfig()
 			cfg.AckTimeout = 500 * time.Millisecond
-			j := openNATS(t, nc, cfg)
-			appendWait(t, j, 1, genEvents(1, 1))
+			j := openJournal(t, nc, cfg)
+			journaltest.AppendWait(t, j, 1, journaltest.GenEvents(1, 1))
 			tc.stop(s, nc)
 			testUnavailable(t, j, cfg.AckTimeout)
 		})
 	}
 }
 
-func testUnavailable(t *testing.T, j *NATS, timeout time.Duration) {
+func testUnavailable(t *testing.T, j *Journal, timeout time.Duration) {
 	// An append may wait for the round in flight, then for its own.
 	limit := 2*timeout + 300*time.Millisecond
 	start := time.Now()
-	tr := newTracker(t)
+	tr := journaltest.NewTracker(t)
 	for i := range 20 {
-		j.Append(int64(i%4), genEvents(i, 1), tr.done())
+		j.Append(int64(i%4), journaltest.GenEvents(i, 1), tr.Done())
 	}
-	results := tr.wait()
+	results := tr.Wait()
 	for i, r := range results {
-		if !errors.Is(r.err, ErrUnavailable) {
-			t.Errorf("append %d: %v, want ErrUnavailable", i, r.err)
+		if !errors.Is(r.Err, journal.ErrUnavailable) {
+			t.Errorf("append %d: %v, want ErrUnavailable", i, r.Err)
 		}
 	}
 	d := time.Since(start)
-	t.Logf("appends failed after %v: %v", d, results[len(results)-1].err)
+	t.Logf("appends failed after %v: %v", d, results[len(results)-1].Err)
 	if d > limit {
 		t.Errorf("appends failed after %v, want within %v", d, limit)
 	}
@@ -259,7 +229,7 @@ func testUnavailable(t *testing.T, j *NATS, timeout time.Duration) {
 	// One round of several records ends at its deadline, whoever waits.
 	var recs []*record
 	for slot := range int64(5) {
-		recs = append(recs, &record{slot: slot, subj: j.subject(slot), data: EncodeRecord(nil, genEvents(1, 1))})
+		recs = append(recs, &record{slot: slot, subj: j.subject(slot), data: journal.EncodeRecord(nil, journaltest.GenEvents(1, 1))})
 	}
 	start = time.Now()
 	j.publishRound(recs, j.cfg.AckTimeout)
@@ -267,7 +237,7 @@ func testUnavailable(t *testing.T, j *NATS, timeout time.Duration) {
 		t.Errorf("a round of %d records failed after %v, want within %v", len(recs), d, limit)
 	}
 	for _, r := range recs {
-		if !errors.Is(r.err, ErrUnavailable) {
+		if !errors.Is(r.err, journal.ErrUnavailable) {
 			t.Errorf("record of slot %d: %v, want ErrUnavailable", r.slot, r.err)
 		}
 	}
@@ -281,7 +251,7 @@ func testUnavailable(t *testing.T, j *NATS, timeout time.Duration) {
 	}
 	for name, call := range calls {
 		start := time.Now()
-		if err := call(); !errors.Is(err, ErrUnavailable) {
+		if err := call(); !errors.Is(err, journal.ErrUnavailable) {
 			t.Errorf("%s: %v, want ErrUnavailable", name, err)
 		}
 		if d := time.Since(start); d > limit {
@@ -298,14 +268,14 @@ func testUnavailable(t *testing.T, j *NATS, timeout time.Duration) {
 func TestNATSSlotWidthMismatch(t *testing.T) {
 	nc := connect(t, startServer(t, t.TempDir()))
 	cfg := testConfig()
-	openNATS(t, nc, cfg).Close()
+	openJournal(t, nc, cfg).Close()
 	cfg.SlotWidth = 2 * time.Second
-	_, err := NewNATS(context.Background(), nc, cfg)
+	_, err := New(context.Background(), nc, cfg)
 	if !errors.Is(err, ErrSlotWidthMismatch) || !strings.Contains(err.Error(), "1000") || !strings.Contains(err.Error(), "2000") {
 		t.Errorf("open with another width: %v, want ErrSlotWidthMismatch naming 1000 and 2000", err)
 	}
 	cfg.SlotWidth = time.Second
-	openNATS(t, nc, cfg) // the original width still opens
+	openJournal(t, nc, cfg) // the original width still opens
 }
 
 // TestNATSAdoptsStream: an existing stream gets what the journal relies
@@ -325,7 +295,7 @@ func TestNATSAdoptsStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := openNATS(t, nc, cfg)
+	j := openJournal(t, nc, cfg)
 	info, err := j.stream.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +311,7 @@ func TestNATSAdoptsStream(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: deny.Stream, Subjects: []string{deny.Prefix + ".>"}, DenyPurge: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewNATS(ctx, nc, deny); err == nil || !strings.Contains(err.Error(), "purge") {
+	if _, err := New(ctx, nc, deny); err == nil || !strings.Contains(err.Error(), "purge") {
 		t.Errorf("open on a stream denying purges: %v", err)
 	}
 }
@@ -353,13 +323,13 @@ func TestNATSSlotsPaging(t *testing.T) {
 		t.Skip("publishes 100k records")
 	}
 	nc := connect(t, startServer(t, t.TempDir()))
-	j := openNATS(t, nc, testConfig())
+	j := openJournal(t, nc, testConfig())
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(20000))
 	if err != nil {
 		t.Fatal(err)
 	}
 	const n = server.JSMaxSubjectDetails + 1234
-	rec := EncodeRecord(nil, []Event{{Kind: Closed, At: 1}})
+	rec := journal.EncodeRecord(nil, []journal.Event{{Kind: journal.Closed, At: 1}})
 	for i := range n {
 		if _, err := js.PublishAsync(j.subject(int64(i)), rec, jetstream.WithStallWait(10*time.Second)); err != nil {
 			t.Fatal(err)
@@ -396,23 +366,23 @@ func TestNATSStorageOverhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Real slot subjects: tock.journal.<ms / width>, 8 digits for 1 min.
-	idle := openNATS(t, nc, NATSConfig{Stream: "IDLE", Prefix: "tock.journal", SlotWidth: time.Minute})
-	busy := openNATS(t, nc, NATSConfig{Stream: "BUSY", Prefix: "tock.busy", SlotWidth: time.Minute})
+	idle := openJournal(t, nc, Config{Stream: "IDLE", Prefix: "tock.journal", SlotWidth: time.Minute})
+	busy := openJournal(t, nc, Config{Stream: "BUSY", Prefix: "tock.busy", SlotWidth: time.Minute})
 	for _, size := range []int{16, 128, 1024} {
 		msg := newBenchMsg()
 		msg.body = make([]byte, size)
 		before := []uint64{streamBytes(t, plain), streamBytes(t, idle.stream), streamBytes(t, busy.stream)}
-		tr := newTracker(t)
+		tr := journaltest.NewTracker(t)
 		for i := range n {
 			ev := msg.event(i)
 			slot := ev.DeliverAt / time.Minute.Milliseconds()
-			appendWait(t, idle, slot, []Event{ev})
-			busy.Append(slot, []Event{ev}, tr.done())
+			journaltest.AppendWait(t, idle, slot, []journal.Event{ev})
+			busy.Append(slot, []journal.Event{ev}, tr.Done())
 			if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: msg.target, Header: nats.Header(msg.header), Data: msg.body}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		tr.wait()
+		tr.Wait()
 		per := func(s jetstream.Stream, i int) float64 { return float64(streamBytes(t, s)-before[i]) / n }
 		p, i, b := per(plain, 0), per(idle.stream, 1), per(busy.stream, 2)
 		t.Logf("body %4d B: plain %.0f B/msg, journal one event per record %.0f B (%.2fx), merged %.0f B (%.2fx)",
@@ -448,20 +418,20 @@ func TestNATSStorageFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := openNATS(t, nc, cfg)
-	first := bodyEvents(1, 1000)
-	appendWait(t, j, 1, first)
+	j := openJournal(t, nc, cfg)
+	first := journaltest.BodyEvents(1, 1000)
+	journaltest.AppendWait(t, j, 1, first)
 	var err2 error
 	for i := 0; i < 10 && err2 == nil; i++ {
-		tr := newTracker(t)
-		j.Append(1, bodyEvents(1, 1000), tr.done())
-		err2 = tr.wait()[0].err
+		tr := journaltest.NewTracker(t)
+		j.Append(1, journaltest.BodyEvents(1, 1000), tr.Done())
+		err2 = tr.Wait()[0].Err
 	}
-	if !errors.Is(err2, ErrUnavailable) {
+	if !errors.Is(err2, journal.ErrUnavailable) {
 		t.Fatalf("append to a full stream: %v, want ErrUnavailable", err2)
 	}
 	t.Logf("full stream: %v", err2)
-	if got, _ := load(t, j, 1); len(got) == 0 || !cmp.Equal(first, got[:1], equateEmpty) {
+	if got, _ := journaltest.Load(t, j, 1); len(got) == 0 || !cmp.Equal(first, got[:1], journaltest.EquateEmpty) {
 		t.Errorf("the first record was dropped to make room")
 	}
 }
@@ -473,19 +443,19 @@ func TestNATSQueueBound(t *testing.T) {
 	cfg := testConfig()
 	cfg.AckTimeout = 300 * time.Millisecond
 	cfg.MaxQueueBytes = 1000
-	j := openNATS(t, connect(t, s), cfg)
+	j := openJournal(t, connect(t, s), cfg)
 	s.Shutdown()
 	s.WaitForShutdown()
-	tr := newTracker(t)
+	tr := journaltest.NewTracker(t)
 	for range 20 {
-		j.Append(1, bodyEvents(1, 300), tr.done())
+		j.Append(1, journaltest.BodyEvents(1, 300), tr.Done())
 	}
 	var full int
-	for _, r := range tr.wait() {
-		if !errors.Is(r.err, ErrUnavailable) {
-			t.Fatalf("append with the server away: %v", r.err)
+	for _, r := range tr.Wait() {
+		if !errors.Is(r.Err, journal.ErrUnavailable) {
+			t.Fatalf("append with the server away: %v", r.Err)
 		}
-		if strings.Contains(r.err.Error(), "queued") {
+		if strings.Contains(r.Err.Error(), "queued") {
 			full++
 		}
 	}

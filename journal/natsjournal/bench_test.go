@@ -1,4 +1,4 @@
-package journal
+package natsjournal
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/msgid"
 )
 
@@ -18,18 +19,18 @@ import (
 // one header and a 128-byte body, or the Scheduled event carrying it.
 type benchMsg struct {
 	target string
-	header Header
+	header journal.Header
 	body   []byte
 }
 
 func newBenchMsg() benchMsg {
-	return benchMsg{target: "orders.created", header: Header{"Trace-Id": {"4bf92f3577b34da6"}}, body: make([]byte, 128)}
+	return benchMsg{target: "orders.created", header: journal.Header{"Trace-Id": {"4bf92f3577b34da6"}}, body: make([]byte, 128)}
 }
 
-func (m benchMsg) event(i int) Event {
+func (m benchMsg) event(i int) journal.Event {
 	at := int64(1_700_000_000_000 + i)
 	id := msgid.New(at+60_000, uint64(at)<<20)
-	return Event{Kind: Scheduled, ID: id, At: at, Target: m.target, DeliverAt: id.DeliverAt(), Header: m.header, Body: m.body}
+	return journal.Event{Kind: journal.Scheduled, ID: id, At: at, Target: m.target, DeliverAt: id.DeliverAt(), Header: m.header, Body: m.body}
 }
 
 // BenchmarkAppend compares journal appends (one event each) with plain
@@ -49,7 +50,7 @@ const inflight = 8192
 func benchJournal(b *testing.B, nc *nats.Conn, slots int) {
 	cfg := testConfig()
 	cfg.AckTimeout = 30 * time.Second
-	j := openNATS(b, nc, cfg)
+	j := openJournal(b, nc, cfg)
 	msg := newBenchMsg()
 	sem := make(chan struct{}, inflight)
 	var wg sync.WaitGroup
@@ -66,7 +67,7 @@ func benchJournal(b *testing.B, nc *nats.Conn, slots int) {
 	for i := 0; i < b.N; i++ {
 		sem <- struct{}{}
 		wg.Add(1)
-		j.Append(int64(i%slots), []Event{msg.event(i)}, done)
+		j.Append(int64(i%slots), []journal.Event{msg.event(i)}, done)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)

@@ -1,4 +1,4 @@
-package journal
+package natsjournal
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/journal/journaltest"
 	"github.com/tockd/tock/msgid"
 )
 
@@ -59,17 +61,17 @@ func benchLayout(b *testing.B, n int, window time.Duration) {
 	cfg.FineWindow = window
 	cfg.Now = clk.Now
 	cfg.AckTimeout = 30 * time.Second
-	j := openNATS(b, nc, cfg)
+	j := openJournal(b, nc, cfg)
 	body := make([]byte, 256)
 	year := 365 * 24 * time.Hour
 	sem := make(chan struct{}, inflight)
 	b.StartTimer()
 	for i := range n {
 		deliver := start.Add(time.Duration(i) * (year / time.Duration(n))).UnixMilli()
-		ev := Event{Kind: Scheduled, ID: msgid.New(deliver, uint64(i+1)), At: start.UnixMilli(),
+		ev := journal.Event{Kind: journal.Scheduled, ID: msgid.New(deliver, uint64(i+1)), At: start.UnixMilli(),
 			Target: "orders.close", DeliverAt: deliver, Body: body}
 		sem <- struct{}{}
-		j.Append(j.slotOfMs(deliver), []Event{ev}, func(_ uint64, err error) {
+		j.Append(j.slotOfMs(deliver), []journal.Event{ev}, func(_ uint64, err error) {
 			if err != nil {
 				b.Error(err)
 			}
@@ -92,7 +94,7 @@ func benchLayout(b *testing.B, n int, window time.Duration) {
 
 	month := j.slotOfMs(start.Add(30 * 24 * time.Hour).UnixMilli())
 	t0 := time.Now()
-	evs, _ := load(b, j, month)
+	evs, _ := journaltest.Load(b, j, month)
 	b.ReportMetric(float64(time.Since(t0).Microseconds())/1000, "far-load-ms")
 	if len(evs) == 0 && n >= 525_600 {
 		b.Errorf("slot %d a month ahead loaded empty", month)

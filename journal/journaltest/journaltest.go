@@ -1,4 +1,6 @@
-package journal
+// Package journaltest holds the contract every journal.Journal must keep,
+// as a test suite each implementation runs, and the helpers its tests share.
+package journaltest
 
 import (
 	"bytes"
@@ -9,23 +11,25 @@ import (
 	"math"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/msgid"
 )
 
-// equateEmpty compares events as stored: the codec decodes empty headers
+// EquateEmpty compares events as stored: the codec decodes empty headers
 // and bodies as nil. Bodies compare with bytes.Equal, as cmp's reflection
 // is slow on big ones.
-var equateEmpty = cmp.Options{
+var EquateEmpty = cmp.Options{
 	cmp.Comparer(bytes.Equal),
-	bothEmpty[Header](),
+	bothEmpty[journal.Header](),
 	bothEmpty[[]string](),
-	bothEmpty[[]Event](),
+	bothEmpty[[]journal.Event](),
 }
 
 // bothEmpty treats nil and empty values of slice or map type T as equal.
@@ -35,11 +39,12 @@ func bothEmpty[T any]() cmp.Option {
 	}, cmp.Ignore())
 }
 
-const waitTimeout = 10 * time.Second
+// WaitTimeout bounds every wait of the suite.
+const WaitTimeout = 10 * time.Second
 
-// runContract checks the Journal contract; every implementation runs it.
+// Run checks the Journal contract; every implementation runs it.
 // newJournal returns an empty journal, closed by the test's cleanup.
-func runContract(t *testing.T, newJournal func(t *testing.T) Journal) {
+func Run(t *testing.T, newJournal func(t *testing.T) journal.Journal) {
 	t.Run("AppendLoadOrder", func(t *testing.T) { testAppendLoadOrder(t, newJournal(t)) })
 	t.Run("DoneNotWithinAppend", func(t *testing.T) { testDoneNotWithinAppend(t, newJournal(t)) })
 	t.Run("Tail", func(t *testing.T) { testTail(t, newJournal(t)) })
@@ -55,17 +60,17 @@ func runContract(t *testing.T, newJournal func(t *testing.T) Journal) {
 
 // testScan: Scan passes what Load returns, record by record, and hands an
 // error of its callback back unchanged.
-func testScan(t *testing.T, j Journal) {
+func testScan(t *testing.T, j journal.Journal) {
 	ctx := context.Background()
-	var want []Event
+	var want []journal.Event
 	for i := range 5 {
-		evs := genEvents(i, i+1)
-		appendWait(t, j, 6, evs)
+		evs := GenEvents(i, i+1)
+		AppendWait(t, j, 6, evs)
 		want = append(want, evs...)
 	}
-	var got []Event
+	var got []journal.Event
 	calls := 0
-	seq, err := j.Scan(ctx, 6, func(evs []Event) error {
+	seq, err := j.Scan(ctx, 6, func(evs []journal.Event) error {
 		calls++
 		got = append(got, evs...) // the slice is reused: keep copies
 		return nil
@@ -73,35 +78,35 @@ func testScan(t *testing.T, j Journal) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loaded, loadSeq := load(t, j, 6)
-	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+	loaded, loadSeq := Load(t, j, 6)
+	if diff := cmp.Diff(want, got, EquateEmpty); diff != "" {
 		t.Errorf("scan (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(loaded, got, equateEmpty); diff != "" || seq != loadSeq {
+	if diff := cmp.Diff(loaded, got, EquateEmpty); diff != "" || seq != loadSeq {
 		t.Errorf("scan seq %d, load seq %d; scan vs load (-load +scan):\n%s", seq, loadSeq, diff)
 	}
 	if calls < 1 || calls > 5 {
 		t.Errorf("scan called fn %d times for 5 appends", calls)
 	}
 	stop := errors.New("stop here")
-	if _, err := j.Scan(ctx, 6, func([]Event) error { return stop }); err != stop {
+	if _, err := j.Scan(ctx, 6, func([]journal.Event) error { return stop }); err != stop {
 		t.Errorf("scan with a failing fn: %v, want the fn's error itself", err)
 	}
-	if seq, err := j.Scan(ctx, 99, func([]Event) error { t.Error("fn called for an empty slot"); return nil }); err != nil || seq != 0 {
+	if seq, err := j.Scan(ctx, 99, func([]journal.Event) error { t.Error("fn called for an empty slot"); return nil }); err != nil || seq != 0 {
 		t.Errorf("scan of an empty slot: %d, %v", seq, err)
 	}
 }
 
 // testNewest: Newest bounds the At of every stored event, and a purge does
 // not lower it (ids issued after a restart are floored there).
-func testNewest(t *testing.T, j Journal) {
+func testNewest(t *testing.T, j journal.Journal) {
 	ctx := context.Background()
 	if n, err := j.Newest(ctx); err != nil || n != 0 {
 		t.Fatalf("newest of an empty journal: %d, %v; want 0", n, err)
 	}
 	at := time.Now().UnixMilli() - 50
-	ev := Event{Kind: Cancelled, ID: msgid.New(at, 1), At: at}
-	seq := appendWait(t, j, 3, []Event{ev})
+	ev := journal.Event{Kind: journal.Cancelled, ID: msgid.New(at, 1), At: at}
+	seq := AppendWait(t, j, 3, []journal.Event{ev})
 	n, err := j.Newest(ctx)
 	if err != nil || n < at {
 		t.Fatalf("newest = %d, %v; want ≥ %d", n, err, at)
@@ -114,28 +119,30 @@ func testNewest(t *testing.T, j Journal) {
 	}
 }
 
-// tracker collects done calls and checks each runs exactly once.
-type tracker struct {
+// Tracker collects done calls and checks each runs exactly once.
+type Tracker struct {
 	t       *testing.T
 	mu      sync.Mutex
 	calls   []int
-	results []result
+	results []Result
 	wg      sync.WaitGroup
 }
 
-type result struct {
-	seq uint64
-	err error
+// Result is what one append's done was called with.
+type Result struct {
+	Seq uint64
+	Err error
 }
 
-func newTracker(t *testing.T) *tracker { return &tracker{t: t} }
+// NewTracker returns a Tracker reporting to t.
+func NewTracker(t *testing.T) *Tracker { return &Tracker{t: t} }
 
-// done returns the callback of the next append.
-func (tr *tracker) done() func(uint64, error) {
+// Done returns the callback of the next append.
+func (tr *Tracker) Done() func(uint64, error) {
 	tr.mu.Lock()
 	i := len(tr.calls)
 	tr.calls = append(tr.calls, 0)
-	tr.results = append(tr.results, result{})
+	tr.results = append(tr.results, Result{})
 	tr.mu.Unlock()
 	tr.wg.Add(1)
 	return func(seq uint64, err error) {
@@ -146,28 +153,28 @@ func (tr *tracker) done() func(uint64, error) {
 			tr.t.Errorf("done of append %d called %d times", i, tr.calls[i])
 			return
 		}
-		tr.results[i] = result{seq, err}
+		tr.results[i] = Result{seq, err}
 		tr.wg.Done()
 	}
 }
 
-// wait waits for every done and returns the results in call order.
-func (tr *tracker) wait() []result {
+// Wait waits for every done and returns the results in call order.
+func (tr *Tracker) Wait() []Result {
 	tr.t.Helper()
 	ch := make(chan struct{})
 	go func() { tr.wg.Wait(); close(ch) }()
 	select {
 	case <-ch:
-	case <-time.After(waitTimeout):
-		tr.t.Fatalf("done callbacks not called within %v", waitTimeout)
+	case <-time.After(WaitTimeout):
+		tr.t.Fatalf("done callbacks not called within %v", WaitTimeout)
 	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	return append([]result(nil), tr.results...)
+	return append([]Result(nil), tr.results...)
 }
 
-// checkOnce checks no done ran twice; call after Close.
-func (tr *tracker) checkOnce() {
+// CheckOnce checks no done ran twice; call after Close.
+func (tr *Tracker) CheckOnce() {
 	tr.t.Helper()
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -178,18 +185,21 @@ func (tr *tracker) checkOnce() {
 	}
 }
 
-func appendWait(t *testing.T, j Journal, slot int64, events []Event) uint64 {
+// AppendWait appends events to slot and returns the stored sequence,
+// failing t if the append fails.
+func AppendWait(t *testing.T, j journal.Journal, slot int64, events []journal.Event) uint64 {
 	t.Helper()
-	tr := newTracker(t)
-	j.Append(slot, events, tr.done())
-	r := tr.wait()[0]
-	if r.err != nil {
-		t.Fatalf("append slot %d: %v", slot, r.err)
+	tr := NewTracker(t)
+	j.Append(slot, events, tr.Done())
+	r := tr.Wait()[0]
+	if r.Err != nil {
+		t.Fatalf("append slot %d: %v", slot, r.Err)
 	}
-	return r.seq
+	return r.Seq
 }
 
-func load(t testing.TB, j Journal, slot int64) ([]Event, uint64) {
+// Load loads slot, failing t on an error.
+func Load(t testing.TB, j journal.Journal, slot int64) ([]journal.Event, uint64) {
 	t.Helper()
 	events, seq, err := j.Load(context.Background(), slot)
 	if err != nil {
@@ -198,58 +208,58 @@ func load(t testing.TB, j Journal, slot int64) ([]Event, uint64) {
 	return events, seq
 }
 
-// genEvents returns n varied events, deterministic in i.
-func genEvents(i, n int) []Event {
-	events := make([]Event, n)
+// GenEvents returns n varied events, deterministic in i.
+func GenEvents(i, n int) []journal.Event {
+	events := make([]journal.Event, n)
 	for k := range events {
 		at := int64(1_700_000_000_000 + i*10 + k)
 		id := msgid.New(at+60_000, uint64(i*100+k))
 		switch (i + k) % 4 {
 		case 0:
-			events[k] = Event{Kind: Scheduled, ID: id, At: at, Target: fmt.Sprintf("orders.%d", i%7),
-				DeliverAt: id.DeliverAt(), Header: Header{"Trace": {fmt.Sprint(i)}}, Body: []byte(fmt.Sprintf("body %d/%d", i, k))}
+			events[k] = journal.Event{Kind: journal.Scheduled, ID: id, At: at, Target: fmt.Sprintf("orders.%d", i%7),
+				DeliverAt: id.DeliverAt(), Header: journal.Header{"Trace": {fmt.Sprint(i)}}, Body: []byte(fmt.Sprintf("body %d/%d", i, k))}
 		case 1:
-			events[k] = Event{Kind: Fired, ID: id, At: at + 60_000}
+			events[k] = journal.Event{Kind: journal.Fired, ID: id, At: at + 60_000}
 		case 2:
-			events[k] = Event{Kind: Cancelled, ID: id, At: at + 5}
+			events[k] = journal.Event{Kind: journal.Cancelled, ID: id, At: at + 5}
 		default:
-			events[k] = Event{Kind: Closed, At: at + 120_000}
+			events[k] = journal.Event{Kind: journal.Closed, At: at + 120_000}
 		}
 	}
 	return events
 }
 
-func testAppendLoadOrder(t *testing.T, j Journal) {
+func testAppendLoadOrder(t *testing.T, j journal.Journal) {
 	slots := []int64{7, 3, 11, 0, 5}
-	want := make(map[int64][]Event)
-	tr := newTracker(t)
+	want := make(map[int64][]journal.Event)
+	tr := NewTracker(t)
 	var callSlots []int64
 	// Bursts with waits in between, so appends land in several rounds.
 	for burst := 0; burst < 6; burst++ {
 		for i := burst * 50; i < (burst+1)*50; i++ {
 			slot := slots[i%len(slots)]
-			events := genEvents(i, 1+i%4)
+			events := GenEvents(i, 1+i%4)
 			want[slot] = append(want[slot], events...)
 			callSlots = append(callSlots, slot)
-			j.Append(slot, events, tr.done())
+			j.Append(slot, events, tr.Done())
 		}
-		tr.wait()
+		tr.Wait()
 	}
-	results := tr.wait()
+	results := tr.Wait()
 	lastSeq := make(map[int64]uint64)
 	for i, r := range results {
-		if r.err != nil {
-			t.Fatalf("append %d: %v", i, r.err)
+		if r.Err != nil {
+			t.Fatalf("append %d: %v", i, r.Err)
 		}
 		slot := callSlots[i]
-		if r.seq == 0 || r.seq < lastSeq[slot] {
-			t.Errorf("append %d to slot %d: seq %d after %d", i, slot, r.seq, lastSeq[slot])
+		if r.Seq == 0 || r.Seq < lastSeq[slot] {
+			t.Errorf("append %d to slot %d: seq %d after %d", i, slot, r.Seq, lastSeq[slot])
 		}
-		lastSeq[slot] = r.seq
+		lastSeq[slot] = r.Seq
 	}
 	for _, slot := range slots {
-		got, seq := load(t, j, slot)
-		if diff := cmp.Diff(want[slot], got, equateEmpty); diff != "" {
+		got, seq := Load(t, j, slot)
+		if diff := cmp.Diff(want[slot], got, EquateEmpty); diff != "" {
 			t.Errorf("slot %d events (-want +got):\n%s", slot, diff)
 		}
 		if seq != lastSeq[slot] {
@@ -259,16 +269,16 @@ func testAppendLoadOrder(t *testing.T, j Journal) {
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
-	tr.checkOnce()
+	tr.CheckOnce()
 }
 
 // testDoneNotWithinAppend makes done block until Append has returned: a
 // done called from within Append would block it, and say so.
-func testDoneNotWithinAppend(t *testing.T, j Journal) {
+func testDoneNotWithinAppend(t *testing.T, j journal.Journal) {
 	for i := 0; i < 20; i++ {
 		returned := make(chan struct{})
 		called := make(chan error, 1)
-		j.Append(1, genEvents(i, 1), func(_ uint64, err error) {
+		j.Append(1, GenEvents(i, 1), func(_ uint64, err error) {
 			select {
 			case <-returned:
 				called <- err
@@ -282,28 +292,28 @@ func testDoneNotWithinAppend(t *testing.T, j Journal) {
 			if err != nil {
 				t.Fatal(err)
 			}
-		case <-time.After(waitTimeout):
+		case <-time.After(WaitTimeout):
 			t.Fatal("done not called")
 		}
 	}
 }
 
-func testTail(t *testing.T, j Journal) {
+func testTail(t *testing.T, j journal.Journal) {
 	ctx := context.Background()
 	events, seq, err := j.Tail(ctx, 9)
 	if err != nil || len(events) != 0 || seq != 0 {
 		t.Fatalf("tail of empty slot: %v, %d, %v; want none, 0, nil", events, seq, err)
 	}
-	appendWait(t, j, 9, genEvents(1, 2))
-	appendWait(t, j, 9, genEvents(2, 3))
-	tr := newTracker(t)
-	var last []Event
+	AppendWait(t, j, 9, GenEvents(1, 2))
+	AppendWait(t, j, 9, GenEvents(2, 3))
+	tr := NewTracker(t)
+	var last []journal.Event
 	for i := 3; i < 10; i++ {
-		last = genEvents(i, 2)
-		j.Append(9, last, tr.done())
+		last = GenEvents(i, 2)
+		j.Append(9, last, tr.Done())
 	}
-	tr.wait()
-	all, loadSeq := load(t, j, 9)
+	tr.Wait()
+	all, loadSeq := Load(t, j, 9)
 	tail, tailSeq, err := j.Tail(ctx, 9)
 	if err != nil {
 		t.Fatal(err)
@@ -315,26 +325,26 @@ func testTail(t *testing.T, j Journal) {
 	if len(tail) < len(last) || len(tail) > len(all) {
 		t.Fatalf("tail has %d events, want %d to %d", len(tail), len(last), len(all))
 	}
-	if diff := cmp.Diff(all[len(all)-len(tail):], tail, equateEmpty); diff != "" {
+	if diff := cmp.Diff(all[len(all)-len(tail):], tail, EquateEmpty); diff != "" {
 		t.Errorf("tail is not the end of the slot (-load +tail):\n%s", diff)
 	}
-	if diff := cmp.Diff(last, tail[len(tail)-len(last):], equateEmpty); diff != "" {
+	if diff := cmp.Diff(last, tail[len(tail)-len(last):], EquateEmpty); diff != "" {
 		t.Errorf("tail does not end with the last append (-want +got):\n%s", diff)
 	}
 }
 
-func testSlots(t *testing.T, j Journal) {
+func testSlots(t *testing.T, j journal.Journal) {
 	ctx := context.Background()
 	slots, err := j.Slots(ctx)
 	if err != nil || len(slots) != 0 {
 		t.Fatalf("slots of empty journal: %v, %v", slots, err)
 	}
-	tr := newTracker(t)
+	tr := NewTracker(t)
 	// Text order differs from numeric order: 100 < 20 < 3 as strings.
 	for _, s := range []int64{100, 20, 5, 0, -3, 3, 1, 20, 100} {
-		j.Append(s, genEvents(int(s+10), 1), tr.done())
+		j.Append(s, GenEvents(int(s+10), 1), tr.Done())
 	}
-	tr.wait()
+	tr.Wait()
 	slots, err = j.Slots(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -344,35 +354,35 @@ func testSlots(t *testing.T, j Journal) {
 	}
 }
 
-func testPurgeUpTo(t *testing.T, j Journal) {
+func testPurgeUpTo(t *testing.T, j journal.Journal) {
 	ctx := context.Background()
-	a, b, c := genEvents(1, 2), genEvents(2, 3), genEvents(3, 1)
-	other := genEvents(4, 2)
-	appendWait(t, j, 2, a)
-	seqB := appendWait(t, j, 2, b)
-	appendWait(t, j, 4, other)
-	seqC := appendWait(t, j, 2, c)
+	a, b, c := GenEvents(1, 2), GenEvents(2, 3), GenEvents(3, 1)
+	other := GenEvents(4, 2)
+	AppendWait(t, j, 2, a)
+	seqB := AppendWait(t, j, 2, b)
+	AppendWait(t, j, 4, other)
+	seqC := AppendWait(t, j, 2, c)
 
 	if err := j.PurgeUpTo(ctx, 2, 0); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := load(t, j, 2); len(got) != len(a)+len(b)+len(c) {
+	if got, _ := Load(t, j, 2); len(got) != len(a)+len(b)+len(c) {
 		t.Fatalf("PurgeUpTo(0) removed events: %d left", len(got))
 	}
 	if err := j.PurgeUpTo(ctx, 2, seqB); err != nil {
 		t.Fatal(err)
 	}
-	got, seq := load(t, j, 2)
-	if diff := cmp.Diff(c, got, equateEmpty); diff != "" || seq != seqC {
+	got, seq := Load(t, j, 2)
+	if diff := cmp.Diff(c, got, EquateEmpty); diff != "" || seq != seqC {
 		t.Errorf("after purge up to %d: seq %d (want %d), events (-want +got):\n%s", seqB, seq, seqC, diff)
 	}
-	if got, _ := load(t, j, 4); !cmp.Equal(other, got, equateEmpty) {
+	if got, _ := Load(t, j, 4); !cmp.Equal(other, got, EquateEmpty) {
 		t.Errorf("purging slot 2 changed slot 4: %v", got)
 	}
 	if err := j.PurgeUpTo(ctx, 2, seqC); err != nil {
 		t.Fatal(err)
 	}
-	if got, seq := load(t, j, 2); len(got) != 0 || seq != 0 {
+	if got, seq := Load(t, j, 2); len(got) != 0 || seq != 0 {
 		t.Errorf("after purging all: %d events, seq %d", len(got), seq)
 	}
 	if slots, err := j.Slots(ctx); err != nil || !cmp.Equal(slots, []int64{4}) {
@@ -385,31 +395,31 @@ func testPurgeUpTo(t *testing.T, j Journal) {
 
 // testConcurrentAppends: callers share one slot; each caller's events
 // must come back in its call order.
-func testConcurrentAppends(t *testing.T, j Journal) {
+func testConcurrentAppends(t *testing.T, j journal.Journal) {
 	const callers, perCaller = 8, 50
 	const slot = 42
 	var wg sync.WaitGroup
-	trs := make([]*tracker, callers)
+	trs := make([]*Tracker, callers)
 	for c := range callers {
-		trs[c] = newTracker(t)
+		trs[c] = NewTracker(t)
 		wg.Go(func() {
 			for i := range perCaller {
-				ev := Event{Kind: Fired, ID: msgid.New(int64(c), uint64(i)), At: int64(i)}
-				j.Append(slot, []Event{ev}, trs[c].done())
+				ev := journal.Event{Kind: journal.Fired, ID: msgid.New(int64(c), uint64(i)), At: int64(i)}
+				j.Append(slot, []journal.Event{ev}, trs[c].Done())
 			}
 		})
 	}
 	wg.Wait()
 	for c, tr := range trs {
 		var prev uint64
-		for i, r := range tr.wait() {
-			if r.err != nil || r.seq < prev {
-				t.Fatalf("caller %d append %d: seq %d after %d, err %v", c, i, r.seq, prev, r.err)
+		for i, r := range tr.Wait() {
+			if r.Err != nil || r.Seq < prev {
+				t.Fatalf("caller %d append %d: seq %d after %d, err %v", c, i, r.Seq, prev, r.Err)
 			}
-			prev = r.seq
+			prev = r.Seq
 		}
 	}
-	got, _ := load(t, j, slot)
+	got, _ := Load(t, j, slot)
 	if len(got) != callers*perCaller {
 		t.Fatalf("loaded %d events, want %d", len(got), callers*perCaller)
 	}
@@ -423,25 +433,25 @@ func testConcurrentAppends(t *testing.T, j Journal) {
 	}
 }
 
-func testCloseFlushes(t *testing.T, j Journal) {
-	tr := newTracker(t)
+func testCloseFlushes(t *testing.T, j journal.Journal) {
+	tr := NewTracker(t)
 	for i := range 200 {
-		j.Append(int64(i%3), genEvents(i, 2), tr.done())
+		j.Append(int64(i%3), GenEvents(i, 2), tr.Done())
 	}
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
 	tr.mu.Lock()
 	for i, r := range tr.results {
-		if tr.calls[i] != 1 || r.err != nil || r.seq == 0 {
-			t.Errorf("append %d after Close returned: %d calls, seq %d, err %v", i, tr.calls[i], r.seq, r.err)
+		if tr.calls[i] != 1 || r.Err != nil || r.Seq == 0 {
+			t.Errorf("append %d after Close returned: %d calls, seq %d, err %v", i, tr.calls[i], r.Seq, r.Err)
 		}
 	}
 	tr.mu.Unlock()
 
 	returned := make(chan struct{})
 	errc := make(chan error, 1)
-	j.Append(0, genEvents(1, 1), func(_ uint64, err error) {
+	j.Append(0, GenEvents(1, 1), func(_ uint64, err error) {
 		select {
 		case <-returned:
 			errc <- err
@@ -452,10 +462,10 @@ func testCloseFlushes(t *testing.T, j Journal) {
 	close(returned)
 	select {
 	case err := <-errc:
-		if !errors.Is(err, ErrClosed) {
+		if !errors.Is(err, journal.ErrClosed) {
 			t.Errorf("append after close: %v, want ErrClosed", err)
 		}
-	case <-time.After(waitTimeout):
+	case <-time.After(WaitTimeout):
 		t.Fatal("done of append after close not called")
 	}
 	if err := j.Close(); err != nil {
@@ -463,8 +473,8 @@ func testCloseFlushes(t *testing.T, j Journal) {
 	}
 }
 
-// payloadEvents covers the edges of every field.
-func payloadEvents() []Event {
+// PayloadEvents covers the edges of every field.
+func PayloadEvents() []journal.Event {
 	all := make([]byte, 256)
 	for i := range all {
 		all[i] = byte(i)
@@ -474,24 +484,24 @@ func payloadEvents() []Event {
 		big[i] = byte(i * 7)
 	}
 	id := msgid.New(1_700_000_060_000, 1<<40|3)
-	return []Event{
-		{Kind: Scheduled, ID: id, At: 1_700_000_000_000, Target: "a.b.c", DeliverAt: id.DeliverAt(),
-			Header: Header{"K": {"v1", "v2", ""}, "Ünï": {"ç\x00de"}, "Empty": nil}, Body: all},
-		{Kind: Scheduled, ID: id, At: 1_700_000_000_001, Target: "big", DeliverAt: id.DeliverAt() + 5, Body: big},
-		{Kind: Scheduled, ID: msgid.New(-1, math.MaxUint64), At: math.MinInt64, DeliverAt: math.MaxInt64, Target: "x"},
-		{Kind: Scheduled, ID: id, At: math.MaxInt64},
-		{Kind: Cancelled, ID: id, At: -5},
-		{Kind: Fired, ID: id, At: 0},
-		{Kind: Closed, At: 1_700_000_120_000},
-		{Kind: Closed, ID: id, At: 1, Body: []byte{0}},
+	return []journal.Event{
+		{Kind: journal.Scheduled, ID: id, At: 1_700_000_000_000, Target: "a.b.c", DeliverAt: id.DeliverAt(),
+			Header: journal.Header{"K": {"v1", "v2", ""}, "Ünï": {"ç\x00de"}, "Empty": nil}, Body: all},
+		{Kind: journal.Scheduled, ID: id, At: 1_700_000_000_001, Target: "big", DeliverAt: id.DeliverAt() + 5, Body: big},
+		{Kind: journal.Scheduled, ID: msgid.New(-1, math.MaxUint64), At: math.MinInt64, DeliverAt: math.MaxInt64, Target: "x"},
+		{Kind: journal.Scheduled, ID: id, At: math.MaxInt64},
+		{Kind: journal.Cancelled, ID: id, At: -5},
+		{Kind: journal.Fired, ID: id, At: 0},
+		{Kind: journal.Closed, At: 1_700_000_120_000},
+		{Kind: journal.Closed, ID: id, At: 1, Body: []byte{0}},
 	}
 }
 
-func testPayloadRoundTrip(t *testing.T, j Journal) {
-	events := payloadEvents()
-	want := cloneEvents(events)
-	tr := newTracker(t)
-	j.Append(1, events, tr.done())
+func testPayloadRoundTrip(t *testing.T, j journal.Journal) {
+	events := PayloadEvents()
+	want := journal.CloneEvents(events)
+	tr := NewTracker(t)
+	j.Append(1, events, tr.Done())
 	// The journal must have copied what it needs by now.
 	for i := range events {
 		for k := range events[i].Body {
@@ -505,33 +515,43 @@ func testPayloadRoundTrip(t *testing.T, j Journal) {
 		}
 		events[i].Target = "changed"
 	}
-	if r := tr.wait()[0]; r.err != nil {
-		t.Fatal(r.err)
+	if r := tr.Wait()[0]; r.Err != nil {
+		t.Fatal(r.Err)
 	}
-	got, _ := load(t, j, 1)
-	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+	got, _ := Load(t, j, 1)
+	if diff := cmp.Diff(want, got, EquateEmpty); diff != "" {
 		t.Fatalf("events (-want +got):\n%s", diff)
 	}
 	got[0].Body[0] = 0xee
 	got[0].Header["K"][0] = "changed"
-	again, _ := load(t, j, 1)
-	if diff := cmp.Diff(want, again, equateEmpty); diff != "" {
+	again, _ := Load(t, j, 1)
+	if diff := cmp.Diff(want, again, EquateEmpty); diff != "" {
 		t.Errorf("changing loaded events changed the journal (-want +got):\n%s", diff)
 	}
 }
 
-func testInvalidEvent(t *testing.T, j Journal) {
-	tr := newTracker(t)
-	j.Append(1, []Event{{Kind: Fired, At: 1}, {Kind: 0}}, tr.done())
-	j.Append(1, genEvents(1, 1), tr.done())
-	rs := tr.wait()
-	if !errors.Is(rs[0].err, ErrInvalidEvent) {
-		t.Errorf("append of kind 0: %v, want ErrInvalidEvent", rs[0].err)
+func testInvalidEvent(t *testing.T, j journal.Journal) {
+	tr := NewTracker(t)
+	j.Append(1, []journal.Event{{Kind: journal.Fired, At: 1}, {Kind: 0}}, tr.Done())
+	j.Append(1, GenEvents(1, 1), tr.Done())
+	rs := tr.Wait()
+	if !errors.Is(rs[0].Err, journal.ErrInvalidEvent) {
+		t.Errorf("append of kind 0: %v, want ErrInvalidEvent", rs[0].Err)
 	}
-	if rs[1].err != nil {
-		t.Errorf("append after an invalid one: %v", rs[1].err)
+	if rs[1].Err != nil {
+		t.Errorf("append after an invalid one: %v", rs[1].Err)
 	}
-	if got, _ := load(t, j, 1); !cmp.Equal(genEvents(1, 1), got, equateEmpty) {
+	if got, _ := Load(t, j, 1); !cmp.Equal(GenEvents(1, 1), got, EquateEmpty) {
 		t.Errorf("slot holds %v, want only the valid append", got)
 	}
+}
+
+// BodyEvents returns n Scheduled events with bodies of size bytes.
+func BodyEvents(n, size int) []journal.Event {
+	events := GenEvents(0, n)
+	for i := range events {
+		events[i] = journal.Event{Kind: journal.Scheduled, ID: events[i].ID, At: events[i].At, Target: "t",
+			Body: []byte(strings.Repeat(string(rune('a'+i%26)), size))}
+	}
+	return events
 }

@@ -1,4 +1,9 @@
-package journal
+// Package natsjournal is tock's journal on NATS JetStream: one stream,
+// a subject per near slot and one per far day (layout.go), appends
+// group-committed by one flusher. It implements journal.Journal; the
+// events, their codec and the contract live in package journal, which
+// knows nothing of NATS.
+package natsjournal
 
 import (
 	"context"
@@ -14,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/pingcap/failpoint"
+
+	"github.com/tockd/tock/journal"
 )
 
 var (
@@ -42,9 +49,9 @@ const (
 	maxAcksPending = 16384
 )
 
-// NATSConfig configures NewNATS. Zero fields take defaults, except
+// Config configures New. Zero fields take defaults, except
 // SlotWidth, which is required.
-type NATSConfig struct {
+type Config struct {
 	// Stream is the JetStream stream name. Default TOCK_JOURNAL.
 	Stream string
 	// Prefix of slot subjects: slot k lives on Prefix.k. Default tock.journal.
@@ -64,7 +71,7 @@ type NATSConfig struct {
 	// without bound while the server is slow or away. Default 64 MiB.
 	MaxQueueBytes int
 	// BucketWidth is the span of deliver times one far subject holds
-	// (nats_layout.go), rounded up to whole slots. Default 24 h. It is
+	// (layout.go), rounded up to whole slots. Default 24 h. It is
 	// stored in the stream metadata; a stream made with another width
 	// keeps its own.
 	BucketWidth time.Duration
@@ -78,7 +85,7 @@ type NATSConfig struct {
 	Logger *slog.Logger
 }
 
-func (c NATSConfig) withDefaults(nc *nats.Conn) (NATSConfig, error) {
+func (c Config) withDefaults(nc *nats.Conn) (Config, error) {
 	if c.SlotWidth <= 0 || c.SlotWidth%time.Millisecond != 0 {
 		return c, fmt.Errorf("journal: slot width %v is not a positive whole number of milliseconds", c.SlotWidth)
 	}
@@ -116,24 +123,25 @@ func (c NATSConfig) withDefaults(nc *nats.Conn) (NATSConfig, error) {
 	return c, nil
 }
 
-func (c NATSConfig) widthMs() string {
+func (c Config) widthMs() string {
 	return strconv.FormatInt(c.SlotWidth.Milliseconds(), 10)
 }
 
 // bucketMs is the bucket width in ms, a whole number of slots.
-func (c NATSConfig) bucketMs() int64 {
+func (c Config) bucketMs() int64 {
 	w := c.SlotWidth.Milliseconds()
 	return max(1, (c.BucketWidth.Milliseconds()+w-1)/w) * w
 }
 
-// NATS is the JetStream Journal: one stream, one subject per slot.
+// Journal is the JetStream journal.Journal: one stream, one subject per
+// near slot and one per far day.
 //
 // Appends are group-committed by one flusher goroutine, which also runs
 // the done callbacks, in call order: done must be quick, and must not call
 // Close (Close waits for the flusher). Several consecutive Appends to one
 // slot may share a record, and so a sequence and a Tail.
-type NATS struct {
-	cfg    NATSConfig
+type Journal struct {
+	cfg    Config
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -160,7 +168,7 @@ type NATS struct {
 	stopped chan struct{} // closed when the flusher has returned
 }
 
-var _ Journal = (*NATS)(nil)
+var _ journal.Journal = (*Journal)(nil)
 
 // op is one Append, encoded.
 type op struct {
@@ -188,9 +196,9 @@ type record struct {
 	err    error
 }
 
-// NewNATS opens the journal on nc, creating or updating its stream. It
+// New opens the journal on nc, creating or updating its stream. It
 // does not own nc: close the journal before the connection.
-func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig) (*NATS, error) {
+func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Journal, error) {
 	cfg, err := cfg.withDefaults(nc)
 	if err != nil {
 		return nil, err
@@ -212,7 +220,7 @@ func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig) (*NATS, error) 
 		// above it would be refused.
 		cfg.MaxRecordBytes = limit
 	}
-	n := &NATS{
+	n := &Journal{
 		cfg:     cfg,
 		nc:      nc,
 		js:      js,
@@ -253,16 +261,16 @@ func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig) (*NATS, error) 
 
 // MaxRecordBytes is the effective record size cap. One event's encoding
 // (roughly its body, target and headers plus 40 bytes) must fit in it.
-func (n *NATS) MaxRecordBytes() int { return n.cfg.MaxRecordBytes }
+func (n *Journal) MaxRecordBytes() int { return n.cfg.MaxRecordBytes }
 
-func (n *NATS) subject(slot int64) string {
+func (n *Journal) subject(slot int64) string {
 	return n.cfg.Prefix + "." + strconv.FormatInt(slot, 10)
 }
 
 // Append encodes events at once, in the caller's goroutine (so callers
 // encode in parallel and may reuse events afterwards), and queues them for
 // the next round.
-func (n *NATS) Append(slot int64, events []Event, done func(seq uint64, err error)) {
+func (n *Journal) Append(slot int64, events []journal.Event, done func(seq uint64, err error)) {
 	if done == nil {
 		done = func(uint64, error) {} // fire and forget; not worth a crash in the flusher
 	}
@@ -270,29 +278,29 @@ func (n *NATS) Append(slot int64, events []Event, done func(seq uint64, err erro
 	for i := range events {
 		o.maxAt = max(o.maxAt, events[i].At)
 	}
-	if err := Validate(events); err != nil {
+	if err := journal.Validate(events); err != nil {
 		o.err = fmt.Errorf("append slot %d: %w", slot, err)
-	} else if o.chunks, o.err = EncodeChunks(events, n.cfg.MaxRecordBytes); o.err != nil {
+	} else if o.chunks, o.err = journal.EncodeChunks(events, n.cfg.MaxRecordBytes); o.err != nil {
 		o.err = fmt.Errorf("append slot %d: %w", slot, o.err)
 	}
 	for _, c := range o.chunks {
 		o.size += len(c)
 	}
 	if !n.enqueue(o) {
-		go done(0, fmt.Errorf("append slot %d: %w", slot, ErrClosed))
+		go done(0, fmt.Errorf("append slot %d: %w", slot, journal.ErrClosed))
 	}
 }
 
 // enqueue queues o for the flusher, which calls its done even if o failed
 // already: done must not run inside Append, and in order is nicer.
-func (n *NATS) enqueue(o *op) bool {
+func (n *Journal) enqueue(o *op) bool {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
 		return false
 	}
 	if o.err == nil && n.qbytes > 0 && n.qbytes+o.size > n.cfg.MaxQueueBytes {
-		o.err = fmt.Errorf("append slot %d: %w: %d bytes already queued", o.slot, ErrUnavailable, n.qbytes)
+		o.err = fmt.Errorf("append slot %d: %w: %d bytes already queued", o.slot, journal.ErrUnavailable, n.qbytes)
 	}
 	n.queue = append(n.queue, o)
 	n.qbytes += o.size
@@ -301,7 +309,7 @@ func (n *NATS) enqueue(o *op) bool {
 	return true
 }
 
-func (n *NATS) signal() {
+func (n *Journal) signal() {
 	select {
 	case n.wake <- struct{}{}:
 	default:
@@ -313,9 +321,9 @@ func (n *NATS) signal() {
 // keeps each slot's records in call order even across failures.
 //
 // Between rounds it opens the far buckets whose time has come
-// (nats_layout.go): no append is being written while a bucket's records
+// (layout.go): no append is being written while a bucket's records
 // are copied, so none can slip between the copy and the purge.
-func (n *NATS) flush() {
+func (n *Journal) flush() {
 	defer close(n.stopped)
 	timer := time.AfterFunc(time.Hour, n.signal)
 	defer timer.Stop()
@@ -341,7 +349,7 @@ func (n *NATS) flush() {
 
 // take takes every queued op, or waits for a signal if there are none; it
 // reports whether the journal is closed.
-func (n *NATS) take() ([]*op, bool) {
+func (n *Journal) take() ([]*op, bool) {
 	n.mu.Lock()
 	if len(n.queue) > 0 {
 		ops := n.queue
@@ -365,7 +373,7 @@ func (n *NATS) take() ([]*op, bool) {
 // An op whose slot's bucket is far goes to the bucket's far subject,
 // where records mix the bucket's slots. The route is decided here, not in
 // Append, so that it changes only between rounds, where buckets open.
-func (n *NATS) group(ops []*op) []*record {
+func (n *Journal) group(ops []*op) []*record {
 	type key struct {
 		far bool
 		idx int64
@@ -402,7 +410,7 @@ func (n *NATS) group(ops []*op) []*record {
 				last[k] = r
 				recs = append(recs, r)
 			} else {
-				r.data = AppendBatches(r.data, c)
+				r.data = journal.AppendBatches(r.data, c)
 			}
 			if len(o.recs) == 0 || o.recs[len(o.recs)-1] != r {
 				o.recs = append(o.recs, r)
@@ -423,7 +431,7 @@ func (n *NATS) group(ops []*op) []*record {
 // bound is set metaSlack above that At, so under load the meta subject is
 // written about once per metaSlack, not once per round. The record rolls
 // the subject up: one meta record is kept.
-func (n *NATS) metaRecord() *record {
+func (n *Journal) metaRecord() *record {
 	newest := n.newest.Load()
 	if newest <= n.metaAt {
 		return nil
@@ -434,11 +442,11 @@ func (n *NATS) metaRecord() *record {
 	}}
 }
 
-func (n *NATS) metaSubject() string { return n.cfg.Prefix + "." + metaToken }
+func (n *Journal) metaSubject() string { return n.cfg.Prefix + "." + metaToken }
 
 // publishRound sends all records pipelined, then waits for their acks,
 // giving the round timeout in all.
-func (n *NATS) publishRound(recs []*record, timeout time.Duration) {
+func (n *Journal) publishRound(recs []*record, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for _, r := range recs {
 		n.send(r, deadline)
@@ -461,7 +469,7 @@ func (n *NATS) publishRound(recs []*record, timeout time.Duration) {
 	}
 }
 
-func (n *NATS) send(r *record, deadline time.Time) {
+func (n *Journal) send(r *record, deadline time.Time) {
 	wait := time.Until(deadline)
 	if wait <= 0 {
 		r.err = appendErr(r.slot, errRoundTimeout)
@@ -488,7 +496,7 @@ var errRoundTimeout = errors.New("no acknowledgement within the ack timeout")
 
 // await sets r's seq or error from its ack. After the round's deadline it
 // only takes acks that are already there.
-func (n *NATS) await(r *record, expired <-chan struct{}) {
+func (n *Journal) await(r *record, expired <-chan struct{}) {
 	select {
 	case ack := <-r.fut.Ok():
 		r.seq = ack.Sequence
@@ -532,7 +540,7 @@ func (o *op) finish() {
 // server error such as storage full) as unavailability: the caller's
 // remedy is the same, retry or reload later.
 func appendErr(slot int64, err error) error {
-	return fmt.Errorf("append slot %d: %w: %w", slot, ErrUnavailable, err)
+	return fmt.Errorf("append slot %d: %w: %w", slot, journal.ErrUnavailable, err)
 }
 
 // readErr wraps a failed read. Cancellation is the caller's own doing and
@@ -545,13 +553,13 @@ func unavailable(err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", journal.ErrUnavailable, err)
 }
 
 // Load collects what Scan passes.
-func (n *NATS) Load(ctx context.Context, slot int64) ([]Event, uint64, error) {
-	var events []Event
-	last, err := n.Scan(ctx, slot, func(evs []Event) error {
+func (n *Journal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+	var events []journal.Event
+	last, err := n.Scan(ctx, slot, func(evs []journal.Event) error {
 		events = append(events, evs...)
 		return nil
 	})
@@ -563,9 +571,9 @@ func (n *NATS) Load(ctx context.Context, slot int64) ([]Event, uint64, error) {
 
 // Scan replays slot's records with batched direct gets, decoding one
 // record at a time. A slot whose bucket is not open may have events in
-// the bucket's far records too: those are read first (nats_layout.go says
+// the bucket's far records too: those are read first (layout.go says
 // why that order) and passed in sequence order among the slot's own.
-func (n *NATS) Scan(ctx context.Context, slot int64, fn func([]Event) error) (uint64, error) {
+func (n *Journal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
 	far, hasFar := n.isFar(slot)
 	var farRecs []seqEvents
 	if far && hasFar {
@@ -587,14 +595,14 @@ func (n *NATS) Scan(ctx context.Context, slot int64, fn func([]Event) error) (ui
 		}
 		return nil
 	}
-	var buf []Event
+	var buf []journal.Event
 	last, err := n.scan(ctx, n.subject(slot), func(seq uint64, data []byte) error {
 		if err := passFar(seq); err != nil {
 			return err
 		}
 		var err error
 		// data is the message's own buffer, never reused: bodies alias it.
-		if buf, err = DecodeAppend(buf[:0], data, true); err != nil {
+		if buf, err = journal.DecodeAppend(buf[:0], data, true); err != nil {
 			return fmt.Errorf("load slot %d record %d: %w", slot, seq, err)
 		}
 		if err := fn(buf); err != nil {
@@ -621,14 +629,14 @@ func scanErr(slot int64, err error) error {
 	switch {
 	case errors.As(err, &ce):
 		return ce.err
-	case errors.Is(err, ErrCorrupt):
+	case errors.Is(err, journal.ErrCorrupt):
 		return err
 	}
 	return readErr("load", slot, err)
 }
 
 // Tail decodes slot's last record.
-func (n *NATS) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) {
+func (n *Journal) Tail(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
 	msg, err := n.stream.GetLastMsgForSubject(ctx, n.subject(slot))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, 0, nil
@@ -636,7 +644,7 @@ func (n *NATS) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) {
 	if err != nil {
 		return nil, 0, readErr("tail", slot, err)
 	}
-	events, err := DecodeRecord(msg.Data)
+	events, err := journal.DecodeRecord(msg.Data)
 	if err != nil {
 		return nil, 0, fmt.Errorf("tail slot %d record %d: %w", slot, msg.Sequence, err)
 	}
@@ -649,7 +657,7 @@ func (n *NATS) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) {
 // alone would not bound an At ahead of it (stamps, and so At, run ahead of
 // the clock after it stepped back, and an external server's clock may lag
 // tock's), and a purge may remove the record holding the largest At.
-func (n *NATS) Newest(ctx context.Context) (int64, error) {
+func (n *Journal) Newest(ctx context.Context) (int64, error) {
 	info, err := n.stream.Info(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("newest: %w", unavailable(err))
@@ -672,7 +680,7 @@ func (n *NATS) Newest(ctx context.Context) (int64, error) {
 }
 
 // PurgeUpTo purges slot's records with sequence ≤ seq.
-func (n *NATS) PurgeUpTo(ctx context.Context, slot int64, seq uint64) error {
+func (n *Journal) PurgeUpTo(ctx context.Context, slot int64, seq uint64) error {
 	if seq == 0 {
 		return nil // a purge sequence of 0 would mean "no limit"
 	}
@@ -683,7 +691,7 @@ func (n *NATS) PurgeUpTo(ctx context.Context, slot int64, seq uint64) error {
 }
 
 // purgeSubject purges subj's records with sequence ≤ seq (seq > 0).
-func (n *NATS) purgeSubject(ctx context.Context, subj string, seq uint64) error {
+func (n *Journal) purgeSubject(ctx context.Context, subj string, seq uint64) error {
 	opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(subj)}
 	if seq < math.MaxUint64 {
 		// The server purges "up to but not including" this sequence.
@@ -694,7 +702,7 @@ func (n *NATS) purgeSubject(ctx context.Context, subj string, seq uint64) error 
 
 // Close stops accepting appends, lets the flusher commit what is queued,
 // and waits for it. It does not close the connection.
-func (n *NATS) Close() error {
+func (n *Journal) Close() error {
 	n.mu.Lock()
 	n.closed = true
 	n.mu.Unlock()

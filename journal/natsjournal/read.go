@@ -1,4 +1,4 @@
-package journal
+package natsjournal
 
 import (
 	"context"
@@ -46,7 +46,7 @@ type directGetRequest struct {
 // scan passes subj's records to fn in order and returns the last sequence
 // seen. It asks for records in batches: one round trip per batch instead of
 // one per record, which is what makes a big slot's replay fast.
-func (n *NATS) scan(ctx context.Context, subj string, fn func(seq uint64, data []byte) error) (uint64, error) {
+func (n *Journal) scan(ctx context.Context, subj string, fn func(seq uint64, data []byte) error) (uint64, error) {
 	sub, err := n.nc.SubscribeSync(n.nc.NewInbox())
 	if err != nil {
 		return 0, err
@@ -66,7 +66,7 @@ func (n *NATS) scan(ctx context.Context, subj string, fn func(seq uint64, data [
 
 // scanBatch requests one batch from seq on and reads replies up to its end
 // of batch marker. It reports whether records may follow the batch.
-func (n *NATS) scanBatch(ctx context.Context, sub *nats.Subscription, subj string, seq uint64, fn func(uint64, []byte) error) (bool, error) {
+func (n *Journal) scanBatch(ctx context.Context, sub *nats.Subscription, subj string, seq uint64, fn func(uint64, []byte) error) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.AckTimeout)
 	defer cancel()
 	req, err := json.Marshal(directGetRequest{Seq: seq, NextFor: subj, Batch: scanBatch, MaxBytes: scanMaxBytes})
@@ -128,8 +128,8 @@ type streamInfoPage struct {
 // Slots lists the slots with records on their own subjects. Slots whose
 // bucket is not open yet may have records only in the bucket's far
 // subject and are then not listed: they are not due before their bucket
-// opens, FineWindow ahead, and NewNATS opens every bucket that is due.
-func (n *NATS) Slots(ctx context.Context) ([]int64, error) {
+// opens, FineWindow ahead, and New opens every bucket that is due.
+func (n *Journal) Slots(ctx context.Context) ([]int64, error) {
 	subjects, err := n.subjects(ctx, n.cfg.Prefix+".*")
 	if err != nil {
 		return nil, fmt.Errorf("slots: %w", unavailable(err))
@@ -155,7 +155,7 @@ func (n *NATS) Slots(ctx context.Context) ([]int64, error) {
 // subjects are created and purged meanwhile; this pages by the count the
 // server returned, so it always ends. A subject created or purged while a
 // listing of more than 100,000 subjects runs may be missed.
-func (n *NATS) subjects(ctx context.Context, filter string) ([]string, error) {
+func (n *Journal) subjects(ctx context.Context, filter string) ([]string, error) {
 	seen := make(map[string]struct{})
 	for offset := 0; ; {
 		page, err := n.subjectPage(ctx, filter, offset)
@@ -173,7 +173,7 @@ func (n *NATS) subjects(ctx context.Context, filter string) ([]string, error) {
 	return slices.Collect(maps.Keys(seen)), nil
 }
 
-func (n *NATS) subjectPage(ctx context.Context, filter string, offset int) (*streamInfoPage, error) {
+func (n *Journal) subjectPage(ctx context.Context, filter string, offset int) (*streamInfoPage, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.AckTimeout)
@@ -199,7 +199,7 @@ func (n *NATS) subjectPage(ctx context.Context, filter string, offset int) (*str
 
 // parseSlot reads the slot of a journal subject. Subjects under the prefix
 // that are not slots (not written by a journal) are ignored.
-func (n *NATS) parseSlot(subj string) (int64, bool) {
+func (n *Journal) parseSlot(subj string) (int64, bool) {
 	rest, ok := strings.CutPrefix(subj, n.cfg.Prefix+".")
 	if !ok {
 		return 0, false

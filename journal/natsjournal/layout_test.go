@@ -1,4 +1,4 @@
-package journal
+package natsjournal
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/journal/journaltest"
 	"github.com/tockd/tock/msgid"
 )
 
@@ -33,7 +35,7 @@ func (f *fakeNow) set(t time.Time) {
 }
 
 // layoutConfig: 1 s slots, 10 s buckets, buckets open 20 s ahead, on clk.
-func layoutConfig(clk *fakeNow) NATSConfig {
+func layoutConfig(clk *fakeNow) Config {
 	cfg := testConfig()
 	cfg.BucketWidth = 10 * time.Second
 	cfg.FineWindow = 20 * time.Second
@@ -44,19 +46,19 @@ func layoutConfig(clk *fakeNow) NATSConfig {
 // base lies on a bucket boundary.
 var base = time.UnixMilli(2_000_000_000_000)
 
-func schedAt(deliver time.Time, stamp uint64, at time.Time) Event {
-	return Event{Kind: Scheduled, ID: msgid.New(deliver.UnixMilli(), stamp), At: at.UnixMilli(),
+func schedAt(deliver time.Time, stamp uint64, at time.Time) journal.Event {
+	return journal.Event{Kind: journal.Scheduled, ID: msgid.New(deliver.UnixMilli(), stamp), At: at.UnixMilli(),
 		Target: "t", DeliverAt: deliver.UnixMilli(), Body: []byte{byte(stamp)}}
 }
 
-func cancelOf(ev Event, at time.Time) Event {
-	return Event{Kind: Cancelled, ID: ev.ID, At: at.UnixMilli()}
+func cancelOf(ev journal.Event, at time.Time) journal.Event {
+	return journal.Event{Kind: journal.Cancelled, ID: ev.ID, At: at.UnixMilli()}
 }
 
-func slotOf(j *NATS, ev Event) int64 { return j.slotOfMs(ev.ID.DeliverAt()) }
+func slotOf(j *Journal, ev journal.Event) int64 { return j.slotOfMs(ev.ID.DeliverAt()) }
 
 // subjectCounts returns the stream's per-subject record counts.
-func subjectCounts(t *testing.T, j *NATS) map[string]uint64 {
+func subjectCounts(t *testing.T, j *Journal) map[string]uint64 {
 	t.Helper()
 	info, err := j.stream.Info(context.Background(), jetstream.WithSubjectFilter(">"))
 	if err != nil {
@@ -66,9 +68,9 @@ func subjectCounts(t *testing.T, j *NATS) map[string]uint64 {
 }
 
 // waitOpened waits for the flusher to open every bucket the clock asks for.
-func waitOpened(t testing.TB, j *NATS) {
+func waitOpened(t testing.TB, j *Journal) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
+	deadline := time.Now().Add(journaltest.WaitTimeout)
 	for {
 		j.signal()
 		target := j.openTarget(j.cfg.Now().UnixMilli())
@@ -92,18 +94,18 @@ func waitOpened(t testing.TB, j *NATS) {
 func TestNATSFarBucketLifecycle(t *testing.T) {
 	clk := &fakeNow{t: base}
 	nc := connect(t, startServer(t, t.TempDir()))
-	j := openNATS(t, nc, layoutConfig(clk))
+	j := openJournal(t, nc, layoutConfig(clk))
 
 	// Buckets of 10 s open 20 s ahead: at base, deliver times from
 	// base+30 s on are far.
 	farA := schedAt(base.Add(45*time.Second), 1, base)
 	farB := schedAt(base.Add(47*time.Second), 2, base)
 	near := schedAt(base.Add(5*time.Second), 3, base)
-	appendWait(t, j, slotOf(j, farA), []Event{farA})
-	appendWait(t, j, slotOf(j, farB), []Event{farB})
-	appendWait(t, j, slotOf(j, near), []Event{near})
+	journaltest.AppendWait(t, j, slotOf(j, farA), []journal.Event{farA})
+	journaltest.AppendWait(t, j, slotOf(j, farB), []journal.Event{farB})
+	journaltest.AppendWait(t, j, slotOf(j, near), []journal.Event{near})
 	cancelA := cancelOf(farA, base.Add(time.Second))
-	appendWait(t, j, slotOf(j, farA), []Event{cancelA})
+	journaltest.AppendWait(t, j, slotOf(j, farA), []journal.Event{cancelA})
 
 	subj := subjectCounts(t, j)
 	if got := subj[j.farSubject(j.bucketOf(slotOf(j, farA)))]; got != 3 {
@@ -115,11 +117,11 @@ func TestNATSFarBucketLifecycle(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		for _, tc := range []struct {
-			ev   Event
-			want []Event
-		}{{farA, []Event{farA, cancelA}}, {farB, []Event{farB}}, {near, []Event{near}}} {
-			got, _ := load(t, j, slotOf(j, tc.ev))
-			if diff := cmp.Diff(tc.want, got, equateEmpty); diff != "" {
+			ev   journal.Event
+			want []journal.Event
+		}{{farA, []journal.Event{farA, cancelA}}, {farB, []journal.Event{farB}}, {near, []journal.Event{near}}} {
+			got, _ := journaltest.Load(t, j, slotOf(j, tc.ev))
+			if diff := cmp.Diff(tc.want, got, journaltest.EquateEmpty); diff != "" {
 				t.Errorf("%s: load slot %d (-want +got):\n%s", when, slotOf(j, tc.ev), diff)
 			}
 		}
@@ -142,9 +144,9 @@ func TestNATSFarBucketLifecycle(t *testing.T) {
 		t.Errorf("slots after opening = %v, %v; want %v", slots, err, want)
 	}
 	// Appends to an open bucket go to the slot's own subject.
-	fired := Event{Kind: Fired, ID: farB.ID, At: base.Add(47 * time.Second).UnixMilli()}
-	appendWait(t, j, slotOf(j, farB), []Event{fired})
-	if got, _ := load(t, j, slotOf(j, farB)); !cmp.Equal(got, []Event{farB, fired}, equateEmpty) {
+	fired := journal.Event{Kind: journal.Fired, ID: farB.ID, At: base.Add(47 * time.Second).UnixMilli()}
+	journaltest.AppendWait(t, j, slotOf(j, farB), []journal.Event{fired})
+	if got, _ := journaltest.Load(t, j, slotOf(j, farB)); !cmp.Equal(got, []journal.Event{farB, fired}, journaltest.EquateEmpty) {
 		t.Errorf("after a fire: %v", got)
 	}
 	if _, ok := subjectCounts(t, j)[j.farSubject(j.bucketOf(slotOf(j, farA)))]; ok {
@@ -161,12 +163,12 @@ func TestNATSOpeningInterrupted(t *testing.T) {
 	s := startServer(t, dir)
 	nc := connect(t, s)
 	cfg := layoutConfig(clk)
-	j := openNATS(t, nc, cfg)
+	j := openJournal(t, nc, cfg)
 	a := schedAt(base.Add(45*time.Second), 1, base)
 	b := schedAt(base.Add(45*time.Second), 2, base)
 	ca := cancelOf(a, base.Add(time.Second))
-	appendWait(t, j, slotOf(j, a), []Event{a, b})
-	appendWait(t, j, slotOf(j, a), []Event{ca})
+	journaltest.AppendWait(t, j, slotOf(j, a), []journal.Event{a, b})
+	journaltest.AppendWait(t, j, slotOf(j, a), []journal.Event{ca})
 	j.Close()
 
 	// The copy of a alone reached the slot's subject before the crash.
@@ -174,14 +176,14 @@ func TestNATSOpeningInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	publishRecord(t, js, j.subject(slotOf(j, a)), []Event{a})
+	publishRecord(t, js, j.subject(slotOf(j, a)), []journal.Event{a})
 	waitPublished(t, js)
 
 	clk.set(base.Add(30 * time.Second))
-	j2 := openNATS(t, nc, cfg) // opens bucket 4 at start
-	got, _ := load(t, j2, slotOf(j2, a))
-	want := []Event{a, a, b, ca} // the partial copy, then the whole copy
-	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
+	j2 := openJournal(t, nc, cfg) // opens bucket 4 at start
+	got, _ := journaltest.Load(t, j2, slotOf(j2, a))
+	want := []journal.Event{a, a, b, ca} // the partial copy, then the whole copy
+	if diff := cmp.Diff(want, got, journaltest.EquateEmpty); diff != "" {
 		t.Errorf("load after the interrupted opening (-want +got):\n%s", diff)
 	}
 	if _, ok := subjectCounts(t, j2)[j2.farSubject(j2.bucketOf(slotOf(j2, a)))]; ok {
@@ -198,29 +200,29 @@ func TestNATSClockStepBackKeepsOrder(t *testing.T) {
 	clk := &fakeNow{t: base.Add(30 * time.Second)}
 	nc := connect(t, startServer(t, t.TempDir()))
 	cfg := layoutConfig(clk)
-	j := openNATS(t, nc, cfg)
+	j := openJournal(t, nc, cfg)
 	a := schedAt(base.Add(45*time.Second), 1, base.Add(30*time.Second))
-	appendWait(t, j, slotOf(j, a), []Event{a}) // bucket 4 is open: own subject
+	journaltest.AppendWait(t, j, slotOf(j, a), []journal.Event{a}) // bucket 4 is open: own subject
 	j.Close()
 
 	clk.set(base) // stepped back: bucket 4 is far again
-	j = openNATS(t, nc, cfg)
+	j = openJournal(t, nc, cfg)
 	ca := cancelOf(a, base)
 	b := schedAt(base.Add(46*time.Second), 2, base)
-	appendWait(t, j, slotOf(j, a), []Event{ca})
-	appendWait(t, j, slotOf(j, b), []Event{b})
+	journaltest.AppendWait(t, j, slotOf(j, a), []journal.Event{ca})
+	journaltest.AppendWait(t, j, slotOf(j, b), []journal.Event{b})
 	if got := subjectCounts(t, j)[j.farSubject(j.bucketOf(slotOf(j, a)))]; got != 2 {
 		t.Fatalf("far subject holds %d records, want 2", got)
 	}
-	if got, _ := load(t, j, slotOf(j, a)); !cmp.Equal(got, []Event{a, ca}, equateEmpty) {
+	if got, _ := journaltest.Load(t, j, slotOf(j, a)); !cmp.Equal(got, []journal.Event{a, ca}, journaltest.EquateEmpty) {
 		t.Errorf("merged load = %v, want schedule then cancel", got)
 	}
 	clk.set(base.Add(30 * time.Second))
 	waitOpened(t, j)
-	if got, _ := load(t, j, slotOf(j, a)); !cmp.Equal(got, []Event{a, ca}, equateEmpty) {
+	if got, _ := journaltest.Load(t, j, slotOf(j, a)); !cmp.Equal(got, []journal.Event{a, ca}, journaltest.EquateEmpty) {
 		t.Errorf("load after reopening = %v, want schedule then cancel", got)
 	}
-	if got, _ := load(t, j, slotOf(j, b)); !cmp.Equal(got, []Event{b}, equateEmpty) {
+	if got, _ := journaltest.Load(t, j, slotOf(j, b)); !cmp.Equal(got, []journal.Event{b}, journaltest.EquateEmpty) {
 		t.Errorf("load of b after reopening = %v", got)
 	}
 }
@@ -244,21 +246,21 @@ func TestNATSOldLayoutKeepsWorking(t *testing.T) {
 	}
 	a := schedAt(base.Add(100*time.Second), 1, base)
 	slotA := a.ID.DeliverAt() / 1000
-	publishRecord(t, js, cfg.Prefix+"."+strconv.FormatInt(slotA, 10), []Event{a})
+	publishRecord(t, js, cfg.Prefix+"."+strconv.FormatInt(slotA, 10), []journal.Event{a})
 	waitPublished(t, js)
 
-	j := openNATS(t, nc, cfg)
+	j := openJournal(t, nc, cfg)
 	if got := j.stream.CachedInfo().Config.Metadata[BucketWidthKey]; got != "10000" {
 		t.Errorf("bucket width metadata = %q, want 10000", got)
 	}
 	ca := cancelOf(a, base.Add(time.Second))
-	appendWait(t, j, slotA, []Event{ca})
-	if got, _ := load(t, j, slotA); !cmp.Equal(got, []Event{a, ca}, equateEmpty) {
+	journaltest.AppendWait(t, j, slotA, []journal.Event{ca})
+	if got, _ := journaltest.Load(t, j, slotA); !cmp.Equal(got, []journal.Event{a, ca}, journaltest.EquateEmpty) {
 		t.Errorf("old far slot with a new far cancel loads as %v", got)
 	}
 	clk.set(base.Add(90 * time.Second))
 	waitOpened(t, j)
-	if got, _ := load(t, j, slotA); !cmp.Equal(got, []Event{a, ca}, equateEmpty) {
+	if got, _ := journaltest.Load(t, j, slotA); !cmp.Equal(got, []journal.Event{a, ca}, journaltest.EquateEmpty) {
 		t.Errorf("after opening: %v", got)
 	}
 }
@@ -270,22 +272,22 @@ func TestNATSNewestFutureAt(t *testing.T) {
 	clk := &fakeNow{t: time.Now()}
 	nc := connect(t, startServer(t, t.TempDir()))
 	cfg := layoutConfig(clk)
-	j := openNATS(t, nc, cfg)
+	j := openJournal(t, nc, cfg)
 	future := time.Now().Add(time.Hour).UnixMilli()
-	ev := Event{Kind: Cancelled, ID: msgid.New(future, 1), At: future}
-	appendWait(t, j, 7, []Event{ev})
+	ev := journal.Event{Kind: journal.Cancelled, ID: msgid.New(future, 1), At: future}
+	journaltest.AppendWait(t, j, 7, []journal.Event{ev})
 	if n, err := j.Newest(context.Background()); err != nil || n < future {
 		t.Fatalf("newest = %d, %v; want ≥ %d", n, err, future)
 	}
 	j.Close()
-	j = openNATS(t, nc, cfg)
+	j = openJournal(t, nc, cfg)
 	if n, err := j.Newest(context.Background()); err != nil || n < future {
 		t.Fatalf("newest after reopen = %d, %v; want ≥ %d", n, err, future)
 	}
 	// Later rounds keep one meta record.
 	for i := range 3 {
 		ev.At = future + int64(i+1)
-		appendWait(t, j, 7, []Event{ev})
+		journaltest.AppendWait(t, j, 7, []journal.Event{ev})
 	}
 	if got := subjectCounts(t, j)[j.metaSubject()]; got != 1 {
 		t.Errorf("meta subject holds %d records, want 1", got)
@@ -302,18 +304,18 @@ func TestNATSYearAheadSubjects(t *testing.T) {
 	nc := connect(t, startServer(t, t.TempDir()))
 	cfg := testConfig()
 	cfg.SlotWidth = time.Minute
-	j := openNATS(t, nc, cfg)
+	j := openJournal(t, nc, cfg)
 	now := time.Now()
 	year := 365 * 24 * time.Hour
-	tr := newTracker(t)
+	tr := journaltest.NewTracker(t)
 	var slots []int64
 	for i := range n {
 		deliver := now.Add(time.Duration(i) * (year / n))
 		ev := schedAt(deliver, uint64(i+1), now)
 		slots = append(slots, slotOf(j, ev))
-		j.Append(slotOf(j, ev), []Event{ev}, tr.done())
+		j.Append(slotOf(j, ev), []journal.Event{ev}, tr.Done())
 	}
-	tr.wait()
+	tr.Wait()
 	subjects := subjectCounts(t, j)
 	if len(subjects) > 367+2*24*60 {
 		t.Errorf("%d messages over a year use %d subjects", n, len(subjects))
@@ -321,8 +323,8 @@ func TestNATSYearAheadSubjects(t *testing.T) {
 	t.Logf("%d messages over a year: %d subjects", n, len(subjects))
 	// Every message loads from wherever it is.
 	for _, i := range []int{0, 1, n / 2, n - 1} {
-		got, _ := load(t, j, slots[i])
-		if !slices.ContainsFunc(got, func(ev Event) bool { return ev.Kind == Scheduled && ev.Body[0] == byte(i+1) }) {
+		got, _ := journaltest.Load(t, j, slots[i])
+		if !slices.ContainsFunc(got, func(ev journal.Event) bool { return ev.Kind == journal.Scheduled && ev.Body[0] == byte(i+1) }) {
 			t.Errorf("message %d not in its slot's load: %v", i, got)
 		}
 	}
