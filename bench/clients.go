@@ -154,6 +154,12 @@ func (p *producer) sweep(now time.Time) {
 // request i on a reused message (PublishMsg copies it out at once). It
 // returns when every request is answered or timed out.
 func (p *producer) run(ctx context.Context, n int, fill func(i int, m *nats.Msg)) error {
+	return p.runRange(ctx, 0, n, fill)
+}
+
+// runRange is run for requests lo to hi-1: a producer may run several
+// ranges one after the other, with pauses between them.
+func (p *producer) runRange(ctx context.Context, lo, hi int, fill func(i int, m *nats.Msg)) error {
 	stopSweep := make(chan struct{})
 	defer close(stopSweep)
 	go func() {
@@ -169,11 +175,11 @@ func (p *producer) run(ctx context.Context, n int, fill func(i int, m *nats.Msg)
 		}
 	}()
 	m := &nats.Msg{Header: nats.Header{}}
-	for i := range n {
+	for i := lo; i < hi; i++ {
 		select {
 		case p.slots <- struct{}{}:
 		case <-ctx.Done():
-			return fmt.Errorf("after %d of %d requests: %w", i, n, ctx.Err())
+			return fmt.Errorf("at request %d of %d to %d: %w", i, lo, hi, ctx.Err())
 		}
 		fill(i, m)
 		m.Reply = p.inbox + "." + strconv.Itoa(i)

@@ -177,6 +177,13 @@ func TestQuickRun(t *testing.T) {
 	zero("precision", "lost")
 	positive("capacity", "heap bytes/pending msg", "")
 	positive("capacity", "RSS after ingest", "")
+	positive("capacity", "RSS at 1k pending", "heap")
+	if r := find("capacity", "RSS at 1k pending", "heap"); r != nil && (r.RefValue == nil || *r.RefValue <= 0) {
+		t.Errorf("no heap next to the checkpoint's RSS: %+v", r)
+	}
+	find("capacity", "RSS growth/pending msg at 1k", "heap")
+	find("ingest", "RSS growth/pending msg, settled", "")
+	find("ingest", "heap/pending msg, settled", "")
 	positive("recovery", "restart → first schedule reply", "")
 	positive("recovery", "restart → all delivered", "")
 	zero("recovery", "missing")

@@ -42,6 +42,7 @@ type Options struct {
 	Bin         string         // tock binary run as the server; "" = os.Executable()
 	N           map[string]int // per-scenario size overrides
 	Args        []string       // the command line, for the report
+	ServeArgs   []string       // passed to every `tock serve` child, before the scenario's own flags
 }
 
 // Mode is "quick" or "full".
@@ -96,6 +97,10 @@ func newFlagSet(o *Options) (*flag.FlagSet, *flagValues) {
 	fs.IntVar(&o.Size, "size", 256, "body size in `bytes`")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the run directory (data dirs, child logs)")
 	fs.StringVar(&o.Bin, "bin", "", "tock binary to run as the server (default: this executable)")
+	fs.Func("serve-arg", "pass `arg` to every `tock serve` child (repeatable; the scenario's own flags come after), e.g. --serve-arg=--gc-percent=100", func(s string) error {
+		o.ServeArgs = append(o.ServeArgs, s)
+		return nil
+	})
 	fs.StringVar(&v.n, "n", "", "override scenario sizes: `name=N,...` (precision: total messages over its fixed duration)")
 	return fs, v
 }

@@ -90,17 +90,18 @@ type Row struct {
 
 // Meta describes the machine and build of a run.
 type Meta struct {
-	Date        string  `json:"date"`
-	GoVersion   string  `json:"go_version"`
-	GOOS        string  `json:"goos"`
-	GOARCH      string  `json:"goarch"`
-	NumCPU      int     `json:"num_cpu"`
-	CPUModel    string  `json:"cpu_model"`
-	MemTotal    int64   `json:"mem_total"`
-	Commit      string  `json:"commit"`
-	CommandLine string  `json:"command_line"`
-	Mode        string  `json:"mode"`
-	WallSeconds float64 `json:"wall_seconds,omitempty"`
+	Date        string   `json:"date"`
+	GoVersion   string   `json:"go_version"`
+	GOOS        string   `json:"goos"`
+	GOARCH      string   `json:"goarch"`
+	NumCPU      int      `json:"num_cpu"`
+	CPUModel    string   `json:"cpu_model"`
+	MemTotal    int64    `json:"mem_total"`
+	Commit      string   `json:"commit"`
+	CommandLine string   `json:"command_line"`
+	Mode        string   `json:"mode"`
+	ServeArgs   []string `json:"serve_args,omitempty"` // --serve-arg, given to every child
+	WallSeconds float64  `json:"wall_seconds,omitempty"`
 }
 
 // Report is the whole result of a run.
@@ -326,6 +327,7 @@ func collectMeta(o *Options) Meta {
 		Commit:      commit(),
 		CommandLine: strings.Join(append([]string{"tock", "bench"}, o.Args...), " "),
 		Mode:        o.Mode(),
+		ServeArgs:   o.ServeArgs,
 	}
 	if v := procField("/proc/cpuinfo", "model name"); v != "" {
 		m.CPUModel = v

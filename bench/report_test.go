@@ -168,12 +168,14 @@ func TestParse(t *testing.T) {
 	if !o.Quick || len(o.Scenarios) != len(Scenarios) || o.Inflight != 4096 || o.PlainWindow != DefaultPlainWindow || o.Size != 256 || o.SizeOf("capacity") != 100_000 {
 		t.Errorf("--quick: %+v", o)
 	}
-	o, err = Parse([]string{"--scenario", "recovery,ingest", "--n", "ingest=200000,capacity=1_000_000", "--json", "-", "--inflight", "64", "--keep", "--bin", "/x/tock"})
+	o, err = Parse([]string{"--scenario", "recovery,ingest", "--n", "ingest=200000,capacity=1_000_000", "--json", "-", "--inflight", "64", "--keep", "--bin", "/x/tock",
+		"--serve-arg=--gc-percent=100", "--serve-arg", "--memory-limit=1GiB"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.Quick || strings.Join(o.Scenarios, ",") != "ingest,recovery" || o.SizeOf("ingest") != 200_000 ||
-		o.SizeOf("capacity") != 1_000_000 || o.SizeOf("burst") != 1_000_000 || o.JSONPath != "-" || o.Inflight != 64 || !o.Keep || o.Bin != "/x/tock" {
+		o.SizeOf("capacity") != 1_000_000 || o.SizeOf("burst") != 1_000_000 || o.JSONPath != "-" || o.Inflight != 64 || !o.Keep || o.Bin != "/x/tock" ||
+		strings.Join(o.ServeArgs, " ") != "--gc-percent=100 --memory-limit=1GiB" {
 		t.Errorf("scenario run: %+v", o)
 	}
 	if o, err := Parse([]string{"--all"}); err != nil || o.SizeOf("capacity") != 10_000_000 || o.Mode() != "full" {
@@ -192,6 +194,25 @@ func TestParse(t *testing.T) {
 	}
 	if _, err := Parse([]string{"-h"}); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v", err)
+	}
+}
+
+func TestSettled(t *testing.T) {
+	m := func(heap, rss int64) memReading { return memReading{heapStats{alloc: heap}, rss} }
+	const mib = 1 << 20
+	for _, c := range []struct {
+		a, b memReading
+		want bool
+	}{
+		{m(100*mib, 500*mib), m(100*mib, 500*mib), true},
+		{m(100*mib, 500*mib), m(101*mib, 495*mib), true},     // within 1%
+		{m(100*mib, 500*mib), m(90*mib, 500*mib), false},     // the heap still shrinks
+		{m(100*mib, 500*mib), m(100*mib, 520*mib), false},    // RSS still grows
+		{m(2*mib, 30*mib), m(2*mib+mib/2, 30*mib+mib), true}, // small: within 1 MiB
+	} {
+		if got := settled(c.a, c.b); got != c.want {
+			t.Errorf("settled(%+v, %+v) = %v", c.a, c.b, got)
+		}
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +66,9 @@ func Run(ctx context.Context, o *Options, progress io.Writer) (*Report, error) {
 	r.rep.note("plain JetStream is the strongest plain publisher we have: one pre-built %d-byte message without headers, raw publishes with a reply subject, %d unacknowledged, PubAcks counted on one inbox; it runs from the bench process and inside a child's own process, and ratios use the stronger run", o.Size, o.PlainWindow)
 	if o.Quick {
 		r.rep.note("quick mode: targets are printed but not asserted (met: -)")
+	}
+	if len(o.ServeArgs) > 0 {
+		r.rep.note("every child runs with %s", strings.Join(o.ServeArgs, " "))
 	}
 	runs := map[string]func(context.Context) error{
 		"ingest": r.ingest, "burst": r.burst, "precision": r.precision,
@@ -137,9 +142,10 @@ func (r *runner) newChild(ctx context.Context, name string, extra ...string) (*c
 
 // launch starts a child on a new or existing data dir without waiting for
 // it to answer (a restart measures that itself); it is stopped when the
-// scenario ends.
+// scenario ends. Its flags are --serve-arg's, then the scenario's extra
+// (which win where they overlap).
 func (r *runner) launch(data, logPath string, extra ...string) (*child, error) {
-	c, err := startChild(r.bin, data, logPath, extra...)
+	c, err := startChild(r.bin, data, logPath, append(slices.Clone(r.o.ServeArgs), extra...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +175,15 @@ func (r *runner) progress(status func() string) (stop func()) {
 // tockIngest schedules n messages to target on c with due(i) deliver
 // times, pipelined, and returns the producer and the elapsed time.
 func (r *runner) tockIngest(ctx context.Context, c *child, label, target string, n int, due func(int) time.Time, onAccept acceptFunc, onCount func(int64)) (*producer, time.Duration, error) {
+	return r.tockIngestStops(ctx, c, label, target, n, due, onAccept, onCount, nil, nil)
+}
+
+// tockIngestStops is tockIngest with pauses: once the first stops[k]
+// requests (ascending, each below n) are all answered, it calls
+// atStop(k, accepted so far) before it sends the next. The elapsed time
+// returned leaves the pauses out; no reply, so no onCount, falls in one.
+func (r *runner) tockIngestStops(ctx context.Context, c *child, label, target string, n int, due func(int) time.Time, onAccept acceptFunc, onCount func(int64),
+	stops []int, atStop func(k int, accepted int64) error) (*producer, time.Duration, error) {
 	nc, err := c.connect("bench-producer")
 	if err != nil {
 		return nil, 0, err
@@ -181,9 +196,21 @@ func (r *runner) tockIngest(ctx context.Context, c *child, label, target string,
 	defer p.close()
 	p.onCount = onCount
 	stop := r.progress(countProgress(label, "accepted", n, p.accepted.Load))
-	start := time.Now()
-	err = p.run(ctx, n, scheduleFill(target, r.body, due))
-	elapsed := time.Since(start)
+	fill := scheduleFill(target, r.body, due)
+	var elapsed time.Duration
+	lo := 0
+	for k, hi := range append(slices.Clone(stops), n) {
+		start := time.Now()
+		err = p.runRange(ctx, lo, hi, fill)
+		elapsed += time.Since(start)
+		if err == nil && k < len(stops) {
+			err = atStop(k, p.accepted.Load())
+		}
+		if err != nil {
+			break
+		}
+		lo = hi
+	}
 	stop()
 	if err != nil {
 		return p, elapsed, fmt.Errorf("%s: %w", label, err)
@@ -195,6 +222,71 @@ func (r *runner) tockIngest(ctx context.Context, c *child, label, target string,
 		r.rep.note("%s: %s of %s accepted; errors: %s", label, groupThousands(p.accepted.Load()), groupThousands(int64(n)), s)
 	}
 	return p, elapsed, nil
+}
+
+// memReading is a child's memory: the heap after a forced GC, then RSS.
+type memReading struct {
+	heap heapStats
+	rss  int64
+}
+
+func (r *runner) readMemory(ctx context.Context, c *child) (memReading, error) {
+	h, err := c.heap(ctx)
+	if err != nil {
+		return memReading{}, err
+	}
+	rss, err := c.rss()
+	if err != nil {
+		return memReading{}, err
+	}
+	return memReading{h, rss}, nil
+}
+
+// settleWaits are the shortest and longest waits of settledMemory, and
+// its step. The shortest outlasts the embedded server's file store, which
+// keeps a message block's cache until 10 s after its last use.
+func (o *Options) settleWaits() (lo, hi, step time.Duration) {
+	if o.Quick {
+		return time.Second, 3 * time.Second, 500 * time.Millisecond
+	}
+	return 12 * time.Second, 30 * time.Second, 2 * time.Second
+}
+
+// settledMemory waits for a child's memory to settle after a load and
+// returns it and the wait: every step it reads the memory (forcing a GC),
+// and it stops once the shortest wait is over and two readings in a row
+// agree (settled), or at the longest wait.
+func (r *runner) settledMemory(ctx context.Context, c *child) (memReading, time.Duration, error) {
+	lo, hi, step := r.o.settleWaits()
+	start := time.Now()
+	var prev *memReading
+	for {
+		if err := sleepUntil(ctx, time.Now().Add(step)); err != nil {
+			return memReading{}, 0, err
+		}
+		cur, err := r.readMemory(ctx, c)
+		if err != nil {
+			return memReading{}, 0, err
+		}
+		waited := time.Since(start)
+		if waited >= hi || waited >= lo && prev != nil && settled(*prev, cur) {
+			return cur, waited, nil
+		}
+		prev = &cur
+	}
+}
+
+// settled reports whether two readings agree: heap and RSS each within
+// 1% or 1 MiB of the earlier one.
+func settled(a, b memReading) bool {
+	near := func(x, y int64) bool {
+		d := x - y
+		if d < 0 {
+			d = -d
+		}
+		return d <= max(x/100, 1<<20)
+	}
+	return near(a.heap.alloc, b.heap.alloc) && near(a.rss, b.rss)
 }
 
 // jsIngest publishes n messages made by mk to c's JetStream, pipelined.

@@ -26,6 +26,8 @@ var (
 	tMax            = &Target{Op: LE, Limit: 50}
 	tZero           = &Target{Op: EQ, Limit: 0}
 	tHeapPerMsg     = &Target{Op: LE, Limit: 40}
+	tIngestRSS      = &Target{Op: LE, Limit: 100} // settled RSS growth per pending message
+	tIngestHeap     = &Target{Op: LE, Limit: 20}  // settled heap per pending message
 	tHeapVsNative   = &Target{OnRatio: true, Op: LE, Limit: 0.1}
 	tReady          = &Target{Op: LE, Limit: 3}
 	// Flat ingest: the slowest checkpoint window within 30% of the fastest.
@@ -74,11 +76,18 @@ func seconds(d time.Duration) float64 { return d.Seconds() }
 // schedules, and the storage each needs per message.
 func (r *runner) ingest(ctx context.Context) error {
 	n := r.o.SizeOf("ingest")
-	due := spread(time.Now().Add(time.Minute), time.Hour-time.Minute, n)
+	// The first deliver time is two minutes ahead, so that no slot is
+	// loaded (10 s before it starts) until the memory has settled.
+	first := time.Now().Add(2 * time.Minute)
+	due := spread(first, time.Hour-2*time.Minute, n)
 
 	c, err := r.newChild(ctx, "ingest-tock")
 	if err != nil {
 		return fmt.Errorf("ingest: tock child: %w", err)
+	}
+	before, err := r.readMemory(ctx, c)
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
 	}
 	p, elapsed, err := r.tockIngest(ctx, c, "ingest tock", "bench.ingest", n, due, nil, nil)
 	if err != nil {
@@ -86,6 +95,14 @@ func (r *runner) ingest(ctx context.Context) error {
 	}
 	accepted := p.accepted.Load()
 	tockRate := float64(accepted) / elapsed.Seconds()
+	fmt.Fprintf(r.log, "ingest tock: waiting for the memory to settle\n")
+	after, waited, err := r.settledMemory(ctx, c)
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	if time.Now().After(first.Add(-10 * time.Second)) {
+		r.rep.note("ingest: the first slot was due to load before the memory was read: its messages count in the memory figures")
+	}
 	nc, err := c.connect("bench-info")
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
@@ -118,6 +135,11 @@ func (r *runner) ingest(ctx context.Context) error {
 	r.rep.add("ingest", "accepted/s", UnitRate, tockRate, bestName, bestRate, tIngestVsJS, "against the stronger of the two plain JetStream runs below")
 	r.rep.add("ingest", "accepted/s", UnitRate, tockRate, "native schedules", nativeRate, tIngestVsNative, "")
 	refs.report(r.rep, "ingest", "")
+	memNote := fmt.Sprintf("%s → %s over %s pending, read %.0f s after the ingest (after a forced GC; settled = two readings in a row within 1%%)",
+		formatValue(float64(before.rss), UnitBytes), formatValue(float64(after.rss), UnitBytes), groupThousands(accepted), waited.Seconds())
+	r.rep.value("ingest", "RSS growth/pending msg, settled", UnitBPerMsg, float64(after.rss-before.rss)/float64(accepted), tIngestRSS, memNote)
+	r.rep.value("ingest", "heap/pending msg, settled", UnitBPerMsg, float64(after.heap.alloc-before.heap.alloc)/float64(accepted), tIngestHeap,
+		fmt.Sprintf("HeapAlloc %s → %s", formatValue(float64(before.heap.alloc), UnitBytes), formatValue(float64(after.heap.alloc), UnitBytes)))
 	perMsg := float64(st.Bytes) / float64(accepted)
 	r.rep.add("storage", "journal bytes/pending msg", UnitBPerMsg, perMsg, "plain JetStream, no headers", jsBytes, tStorage,
 		fmt.Sprintf("TOCK_JOURNAL holds %s in %s records for %s pending; the plain messages carry no deliver time", formatValue(float64(st.Bytes), UnitBytes), groupThousands(int64(st.Msgs)), groupThousands(accepted)))
@@ -613,7 +635,8 @@ func (r *runner) nativePrecision(ctx context.Context, n int, span, lead time.Dur
 	return summarize(late), nil
 }
 
-// capacity: many far-future messages: accept rate over time, heap and disk.
+// capacity: many far-future messages: accept rate over time, heap, RSS
+// and disk.
 func (r *runner) capacity(ctx context.Context) error {
 	n := r.o.SizeOf("capacity")
 	w := r.o.window()
@@ -625,7 +648,7 @@ func (r *runner) capacity(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("capacity: tock child: %w", err)
 	}
-	before, err := c.heap(ctx)
+	before, err := r.readMemory(ctx, c)
 	if err != nil {
 		return fmt.Errorf("capacity: %w", err)
 	}
@@ -637,20 +660,21 @@ func (r *runner) capacity(ctx context.Context) error {
 	if _, _, err := r.tockIngest(ctx, c, "capacity warm-up", "bench.warmup", warm, now, nil, nil); err != nil {
 		return fmt.Errorf("capacity: warm-up: %w", err)
 	}
-	r.rep.note("capacity: after a warm-up of %s schedules due at once (delivered, so not pending); the heap baseline is taken before it, so whatever the warm-up leaves counts against tock", groupThousands(int64(warm)))
+	r.rep.note("capacity: after a warm-up of %s schedules due at once (delivered, so not pending); the memory baseline is taken before it, so whatever the warm-up leaves counts against tock", groupThousands(int64(warm)))
 	var checkpoints []int
 	for _, cp := range []int{1_000, 100_000, 1_000_000, 10_000_000} {
 		if cp <= n {
 			checkpoints = append(checkpoints, cp)
 		}
 	}
-	// Each checkpoint's rate is taken over the w accepts that follow it
-	// (the last one's over the w before it): a window that began at the
-	// first request would measure the client's warm-up, not the pending
-	// count.
+	// Each checkpoint's rate is taken over w accepts that follow it (the
+	// last one's over the w before it): a window that began at the first
+	// request would measure the client's warm-up, not the pending count.
+	// The ingest pauses at each checkpoint below n, so the window starts
+	// once the pipeline is full again, a window's worth of requests later.
 	window := func(cp int) (lo, hi int64) {
-		if cp+w <= n {
-			return int64(cp), int64(cp + w)
+		if lo := cp + r.o.Inflight; cp < n && lo+w <= n {
+			return int64(lo), int64(lo + w)
 		}
 		return int64(max(0, n-w)), int64(n)
 	}
@@ -659,29 +683,48 @@ func (r *runner) capacity(ctx context.Context) error {
 		lo, hi := window(cp)
 		watch[lo], watch[hi] = true, true
 	}
+	// The ingest stops at each checkpoint below n for the memory to
+	// settle; clock leaves those pauses out of the window times.
 	var mu sync.Mutex
+	var paused time.Duration
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(-paused) }
 	at := map[int64]time.Time{}
 	onCount := func(k int64) {
 		if watch[k] {
+			t := clock()
 			mu.Lock()
-			at[k] = time.Now()
+			at[k] = t
 			mu.Unlock()
 		}
 	}
-	start := time.Now()
-	p, elapsed, err := r.tockIngest(ctx, c, "capacity tock", "bench.capacity", n, due, nil, onCount)
+	var stops []int
+	for _, cp := range checkpoints {
+		if cp < n {
+			stops = append(stops, cp)
+		}
+	}
+	mem := map[int]cpMemory{}
+	atStop := func(k int, accepted int64) error {
+		t0 := time.Now()
+		fmt.Fprintf(r.log, "capacity tock: %s pending, waiting for the memory to settle\n", groupThousands(accepted))
+		m, waited, err := r.settledMemory(ctx, c)
+		mem[stops[k]] = cpMemory{m, waited, accepted}
+		mu.Lock()
+		paused += time.Since(t0)
+		mu.Unlock()
+		return err
+	}
+	start := clock()
+	p, elapsed, err := r.tockIngestStops(ctx, c, "capacity tock", "bench.capacity", n, due, nil, onCount, stops, atStop)
 	if err != nil {
 		return fmt.Errorf("capacity: %w", err)
 	}
 	accepted := p.accepted.Load()
-	after, err := c.heap(ctx)
+	after, waited, err := r.settledMemory(ctx, c)
 	if err != nil {
 		return fmt.Errorf("capacity: %w", err)
 	}
-	rss, err := c.rss()
-	if err != nil {
-		return fmt.Errorf("capacity: %w", err)
-	}
+	mem[n] = cpMemory{after, waited, accepted}
 	nc, err := c.connect("bench-info")
 	if err != nil {
 		return fmt.Errorf("capacity: %w", err)
@@ -714,8 +757,13 @@ func (r *runner) capacity(ctx context.Context) error {
 	if len(rates) > 1 {
 		flat = slices.Min(rates) / slices.Max(rates)
 	}
-	r.rep.value("capacity", "accepted/s overall", UnitRate, float64(accepted)/elapsed.Seconds(), nil, "")
+	r.rep.value("capacity", "accepted/s overall", UnitRate, float64(accepted)/elapsed.Seconds(), nil, "pauses at the checkpoints left out")
 	r.rep.value("capacity", "flatness (min/max checkpoint rate)", UnitRatio, flat, tFlat, "1 = the accept rate does not depend on how much is pending")
+	for _, cp := range checkpoints {
+		mem[cp].report(r.rep, shortCount(float64(cp)), before)
+	}
+	_, _, step := r.o.settleWaits()
+	r.rep.note("capacity: memory at a checkpoint is read once the ingest paused there and the memory settled (every %v a forced GC, then HeapAlloc and VmRSS, until two readings agree within 1%%); growth is over the baseline before the warm-up", step)
 
 	// Native reference: heap per pending schedule.
 	nn := min(n, 1_000_000)
@@ -726,15 +774,31 @@ func (r *runner) capacity(ctx context.Context) error {
 	if err := r.nativeCapacity(ctx, nn, &nativePer, &nativeDisk); err != nil {
 		r.rep.note("capacity: native reference failed: %v", err)
 	}
-	perMsg := float64(after.alloc-before.alloc) / float64(accepted)
-	r.rep.value("capacity", "heap before ingest", UnitBytes, float64(before.alloc), nil, "HeapAlloc after a forced GC")
-	r.rep.value("capacity", "heap after ingest", UnitBytes, float64(after.alloc), nil, fmt.Sprintf("HeapInuse %s, Sys %s", formatValue(float64(after.inuse), UnitBytes), formatValue(float64(after.sys), UnitBytes)))
-	r.rep.value("capacity", "RSS after ingest", UnitBytes, float64(rss), nil, "")
+	perMsg := float64(after.heap.alloc-before.heap.alloc) / float64(accepted)
+	r.rep.value("capacity", "heap before ingest", UnitBytes, float64(before.heap.alloc), nil, fmt.Sprintf("HeapAlloc after a forced GC; RSS %s", formatValue(float64(before.rss), UnitBytes)))
+	r.rep.value("capacity", "heap after ingest", UnitBytes, float64(after.heap.alloc), nil, fmt.Sprintf("HeapInuse %s, Sys %s", formatValue(float64(after.heap.inuse), UnitBytes), formatValue(float64(after.heap.sys), UnitBytes)))
+	r.rep.value("capacity", "RSS after ingest", UnitBytes, float64(after.rss), nil, "")
 	r.rep.value("capacity", "heap bytes/pending msg", UnitBPerMsg, perMsg, tHeapPerMsg, fmt.Sprintf("(after − before) / %s; includes the embedded server's per-subject index", groupThousands(accepted)))
-	r.rep.add("capacity", "heap bytes/pending msg", UnitBPerMsg, perMsg, fmt.Sprintf("native (%s)", shortCount(float64(nn))), nativePer, tHeapVsNative, "")
+	r.rep.add("capacity", "heap bytes/pending msg", UnitBPerMsg, perMsg, fmt.Sprintf("native (%s)", shortCount(float64(nn))), nativePer, tHeapVsNative, "both settled")
 	r.rep.add("capacity", "journal bytes/pending msg", UnitBPerMsg, float64(st.Bytes)/float64(accepted), "native stream", nativeDisk, nil,
 		fmt.Sprintf("data dir %s in all, %.1f B/msg", formatValue(float64(disk), UnitBytes), float64(disk)/float64(accepted)))
 	return nil
+}
+
+// cpMemory is the settled memory at a capacity checkpoint.
+type cpMemory struct {
+	m        memReading
+	waited   time.Duration
+	accepted int64
+}
+
+// report adds the checkpoint's rows: RSS next to heap, absolute and as
+// growth per pending message over the baseline.
+func (c cpMemory) report(rep *Report, at string, base memReading) {
+	n := float64(c.accepted)
+	rep.add("capacity", "RSS at "+at+" pending", UnitBytes, float64(c.m.rss), "heap", float64(c.m.heap.alloc), nil,
+		fmt.Sprintf("settled after %.1f s; ratio = RSS / heap", c.waited.Seconds()))
+	rep.add("capacity", "RSS growth/pending msg at "+at, UnitBPerMsg, float64(c.m.rss-base.rss)/n, "heap", float64(c.m.heap.alloc-base.heap.alloc)/n, nil, "")
 }
 
 func (r *runner) nativeCapacity(ctx context.Context, n int, perSchedule, diskPer *float64) error {
@@ -752,10 +816,11 @@ func (r *runner) nativeCapacity(ctx context.Context, n int, perSchedule, diskPer
 	if _, err := r.jsIngest(ctx, c, "capacity native", n, func(i int) *nats.Msg { return nativeMsg(i, due(i), r.body) }); err != nil {
 		return err
 	}
-	after, err := c.heap(ctx)
+	settled, _, err := r.settledMemory(ctx, c)
 	if err != nil {
 		return err
 	}
+	after := settled.heap
 	st, err := streamState(ctx, nc, "BENCH_NATIVE_CAP")
 	if err != nil {
 		return err

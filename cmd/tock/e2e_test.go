@@ -779,7 +779,7 @@ func TestE2EServeSubprocess(t *testing.T) {
 	serve := func() *server {
 		t.Helper()
 		s := &server{exited: make(chan struct{})}
-		s.cmd = exec.Command(bin, "serve", "--data", data, "--nats-listen", addr, "--shutdown-timeout", "5s")
+		s.cmd = exec.Command(bin, "serve", "--data", data, "--nats-listen", addr, "--shutdown-timeout", "5s", "--memory-limit", "1536MiB")
 		s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
 		if err := s.cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -838,6 +838,10 @@ func TestE2EServeSubprocess(t *testing.T) {
 	s := serve()
 	if !strings.Contains(s.stderr.String(), "url="+url) {
 		t.Errorf("serve stderr does not name %s:\n%s", url, s.stderr.String())
+	}
+	// The limit logged is the one the runtime has.
+	if !strings.Contains(s.stderr.String(), "memory_limit=1536MiB memory_limit_from=--memory-limit") {
+		t.Errorf("serve stderr does not log the memory limit:\n%s", s.stderr.String())
 	}
 	res := tockBin("schedule", "--to", "e2e.serve", "--in", "2s", "survives")
 	r := decodeReply(t, res, "id", "target", "deliver_at")

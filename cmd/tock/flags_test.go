@@ -62,7 +62,7 @@ func TestDispatch(t *testing.T) {
 // Every verb prints its own usage and flags for -h and "help VERB".
 func TestVerbHelp(t *testing.T) {
 	for _, c := range []struct{ verb, flag string }{
-		{"serve", "-max-payload"}, {"schedule", "-in"}, {"cancel", "-timeout"},
+		{"serve", "-max-payload"}, {"serve", "-memory-limit"}, {"schedule", "-in"}, {"cancel", "-timeout"},
 		{"get", "-nats-url"}, {"watch", "-count"},
 	} {
 		for _, args := range [][]string{{c.verb, "-h"}, {c.verb, "--help"}, {"help", c.verb}} {
@@ -214,7 +214,8 @@ func TestParseServe(t *testing.T) {
 		o.cfg.SlotWidth != time.Minute || o.cfg.Horizon != 10*time.Second {
 		t.Errorf("defaults differ from the documented ones: %+v", o.cfg)
 	}
-	if o.logLevel != slog.LevelInfo || o.logFormat != "text" || o.pprofAddr != "" || o.shutdownTimeout != 10*time.Second || o.gcPercent != 400 {
+	if o.logLevel != slog.LevelInfo || o.logFormat != "text" || o.pprofAddr != "" || o.shutdownTimeout != 10*time.Second || o.gcPercent != 400 ||
+		o.memoryLimit != 0 {
 		t.Errorf("defaults: %+v", o)
 	}
 
@@ -222,7 +223,7 @@ func TestParseServe(t *testing.T) {
 		"--data", "/var/lib/tock", "--nats-listen", "0.0.0.0:-1", "--max-delay", "30d",
 		"--max-payload", "1MiB", "--retention", "1d12h", "--slot-width", "30s", "--horizon", "2s",
 		"--log-level", "debug", "--log-format", "json", "--pprof", "127.0.0.1:6060", "--shutdown-timeout", "3s",
-		"--sync", "always", "--gc-percent", "150",
+		"--sync", "always", "--gc-percent", "150", "--memory-limit", "768MiB",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +235,8 @@ func TestParseServe(t *testing.T) {
 	if diff := cmp.Diff(want, o.cfg); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
 	}
-	if o.logLevel != slog.LevelDebug || o.logFormat != "json" || o.pprofAddr != "127.0.0.1:6060" || o.shutdownTimeout != 3*time.Second || o.gcPercent != 150 {
+	if o.logLevel != slog.LevelDebug || o.logFormat != "json" || o.pprofAddr != "127.0.0.1:6060" || o.shutdownTimeout != 3*time.Second || o.gcPercent != 150 ||
+		o.memoryLimit != 768<<20 || !o.set["memory-limit"] {
 		t.Errorf("flags: %+v", o)
 	}
 
@@ -287,6 +289,8 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--log-format", "xml"}, "want text or json"},
 		{[]string{"--sync", "sometimes"}, "want interval or always"},
 		{[]string{"--gc-percent", "0"}, "--gc-percent must be positive"},
+		{[]string{"--memory-limit", "-1"}, "invalid size"},
+		{[]string{"--memory-limit", "lots"}, "invalid size"},
 		{[]string{"--nats-listen", "4222"}, "want host:port"},
 		{[]string{"--data", ""}, "--data must not be empty"},
 		{[]string{"extra"}, `unexpected argument "extra"`},

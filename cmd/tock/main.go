@@ -61,7 +61,10 @@ func commands() []*command {
 			summary:  "run the tock service (embedded NATS server unless --nats-url)",
 			detail: "Runs tock until SIGINT or SIGTERM, then shuts down gracefully.\n" +
 				"Durations take the units of Go (ms, s, m, h) and d for days: 365d, 1d12h.\n" +
-				"Sizes take a plain byte count or a suffix: 512KiB, 1MiB (also k, M; kB/MB are powers of 1000).",
+				"Sizes take a plain byte count or a suffix: 512KiB, 1MiB (also k, M; kB/MB are powers of 1000).\n" +
+				"Memory: without --memory-limit or GOMEMLIMIT, Go's soft memory limit is 90% of the\n" +
+				"cgroup's memory limit (v2 memory.max, v1 memory.limit_in_bytes), if there is one, so the\n" +
+				"GC works harder before a container's limit is reached; the start-up log names the limit.",
 			flags: func() *flag.FlagSet { return serveFlags(new(serveOpts)) },
 			run:   runServe,
 		},

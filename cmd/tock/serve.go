@@ -21,12 +21,18 @@ import (
 
 const defaultShutdownTimeout = 10 * time.Second
 
-// defaultGCPercent lets the heap grow to five times its live size between
-// GC cycles instead of Go's default two. tock's resident messages hold no
-// pointers, so a cycle is cheap to defer, and each cycle it skips is a
-// stall less while messages fire: at 10,000 fires/s, p99.9 lateness went
-// from 30 ms to 17 ms and the worst from 65 ms to 30 ms (BENCHMARKS.md).
-// The price is memory; GOGC or --gc-percent 100 gives it back.
+// defaultGCPercent is Go's GC target (GOGC) unless --gc-percent or GOGC
+// says otherwise. It is provisional: the value will be chosen by
+// measurement, comparing runs of `tock bench --serve-arg=--gc-percent=N`
+// for a few N on the capacity (RSS next to heap), precision (firing
+// stalls) and ingest scenarios. 400 lets the heap grow to five times its
+// live size between cycles instead of Go's default two. tock's resident
+// messages hold no pointers, so a cycle is cheap to defer, and each cycle
+// it skips is a stall less while messages fire: at 10,000 fires/s, p99.9
+// lateness went from 30 ms to 17 ms and the worst from 65 ms to 30 ms
+// (BENCHMARKS.md). The price is memory; --memory-limit (or the cgroup's
+// limit, see memoryLimitPercent) bounds it, GOGC or --gc-percent 100
+// gives it back.
 const defaultGCPercent = 400
 
 type serveOpts struct {
@@ -37,6 +43,7 @@ type serveOpts struct {
 	shutdownTimeout time.Duration
 	sync            string
 	gcPercent       int
+	memoryLimit     int
 	benchPlain      bench.PlainSpec // hidden bench aid, see benchAidFlags
 	set             map[string]bool // flags given on the command line
 }
@@ -54,6 +61,7 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 	fs.Var(newDurationValue(&c.Horizon, service.DefaultHorizon), "horizon", "load a slot this `duration` before it starts")
 	fs.StringVar(&o.sync, "sync", "interval", "when the embedded server fsyncs: `mode` interval (every 2 minutes; survives kill -9) or always (before each acknowledgement; survives power loss)")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go GC target `percent` (GOGC); the GOGC environment variable wins unless this flag is given")
+	fs.Var(newBytesValue(&o.memoryLimit, 0), "memory-limit", "Go's soft memory limit (GOMEMLIMIT) in `size`; 0 for none (default: GOMEMLIMIT if set, else 90% of the cgroup's memory limit if there is one, else none)")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on `host:port` under /debug/pprof/")
@@ -150,12 +158,23 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		debug.SetGCPercent(o.gcPercent)
 		gcPercent = strconv.Itoa(o.gcPercent)
 	}
+	mem, err := chooseMemoryLimit(o.set["memory-limit"], int64(o.memoryLimit), os.Getenv("GOMEMLIMIT"), debug.SetMemoryLimit(-1),
+		func() (int64, string, error) { return cgroupMemoryLimit(os.DirFS("/")) })
+	if err != nil {
+		log.Warn("cannot read the cgroup's memory limit; running without a memory limit", "err", err)
+	}
+	if mem.apply {
+		debug.SetMemoryLimit(mem.limit)
+	}
+	// Logged as the runtime has it now, whichever way it was set.
+	mem.limit = debug.SetMemoryLimit(-1)
 
 	cfg := o.cfg
 	attrs := []any{
 		"max_delay", formatDuration(cfg.MaxDelay), "max_payload", cfg.MaxPayload,
 		"retention", formatDuration(cfg.Retention), "slot_width", formatDuration(cfg.SlotWidth),
 		"horizon", formatDuration(cfg.Horizon), "gc_percent", gcPercent,
+		"memory_limit", mem.String(), "memory_limit_from", mem.from,
 	}
 	if cfg.NATSURL != "" {
 		attrs = append(attrs, "nats_url", cfg.NATSURL)
