@@ -226,6 +226,13 @@ func (s *Scheduler) Stats(timeout time.Duration) (Stats, error) {
 // lock-free read for callers that cannot wait on Stats (the simulator).
 func (s *Scheduler) Resident() int64 { return s.env.stats.resident.Load() }
 
+// Limited counts the slot steps that stopped firing at a flow limit while
+// messages were still due (Config.MaxPerStep, Config.MaxInFlight): how
+// often the backlog paths ran. A lock-free read, like Resident.
+func (s *Scheduler) Limited() (perStep, inFlight int64) {
+	return s.env.stats.limitedPerStep.Load(), s.env.stats.limitedInFlight.Load()
+}
+
 // Stop stops every actor, waiting at most timeout (on the scheduler's
 // clock) for the router and its slots to finish what they are processing.
 // Commands still in flight get no reply; nothing acknowledged is affected,
@@ -251,6 +258,16 @@ func (s *Scheduler) Stop(timeout time.Duration) error {
 
 type stats struct {
 	resident, scheduled, cancelled, fired, loads, purged, appendErrors atomic.Int64
+	limitedPerStep, limitedInFlight                                    atomic.Int64
+}
+
+func (st *stats) limit(l slot.Limit) {
+	switch l {
+	case slot.LimitPerStep:
+		st.limitedPerStep.Add(1)
+	case slot.LimitInFlight:
+		st.limitedInFlight.Add(1)
+	}
 }
 
 func (st *stats) count(k journal.Kind) {

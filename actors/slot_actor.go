@@ -134,6 +134,7 @@ func (a *slotActor) step(in slot.Input) {
 	now := a.now()
 	a.core.Step(now, in)
 	rd := a.core.Ready()
+	a.env.stats.limit(rd.Limited)
 	for _, id := range scheduledIDs(rd) {
 		if a.unstored == nil {
 			a.unstored = make(map[msgid.ID]struct{})

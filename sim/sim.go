@@ -28,6 +28,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tockd/tock/actors"
+	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/journal"
 )
 
@@ -49,9 +50,23 @@ type Config struct {
 	// cancel, get, retention (follow-up requests). Empty means all.
 	Workload []string
 
+	// The scheduler's settings. Zero means the default given, or, with
+	// Swarm, a value drawn from the seed.
 	SlotWidth time.Duration // default 1 minute
-	Horizon   time.Duration // default 10 s
+	Horizon   time.Duration // default 10 s; NoHorizon for none
 	Retention time.Duration // default 72 h
+	// Flow limits of every slot (actors.Config); default the slot
+	// package's, DefaultMaxInFlight and DefaultMaxPerStep.
+	MaxInFlight, MaxPerStep int
+	// Bursts is the number of instants the burst workload's messages are
+	// due at (so its burst size is their number over Bursts); default one
+	// per 2,000 messages, at least one.
+	Bursts int
+	// Swarm draws from the seed every setting above left zero, the
+	// workload mix if it is empty and, with Faults, the rate of every fault
+	// not set otherwise (FaultRates, failpoints): see swarm.go. Report.Config
+	// holds the drawn values.
+	Swarm bool
 
 	// Test hooks, to plant bugs without touching production code: they wrap
 	// what the actors see.
@@ -61,6 +76,10 @@ type Config struct {
 	watch int        // op whose history is recorded (a rerun after a violation); -1 none
 	rates faultRates // resolved once, by Run
 }
+
+// NoHorizon is Config.Horizon for no horizon at all: slots are loaded
+// when their time starts, not before (zero means the default).
+const NoHorizon time.Duration = -1
 
 // Workloads lists the workload names Config.Workload accepts.
 var Workloads = []string{"uniform", "burst", "long", "past", "cancel", "get", "retention"}
@@ -93,10 +112,14 @@ type Report struct {
 	PeakResident int64 // entries held by loaded slots
 	PeakSlots    int   // slots with records in the journal
 	PeakEvents   int   // events in the journal
-	Steps        int64 // tasks run
-	VirtualEnd   time.Time
-	TraceEvents  uint64
-	TraceHash    uint64
+	// Slot steps whose firing stopped at MaxPerStep or MaxInFlight while
+	// messages were due (actors.Scheduler.Limited): the backlog paths ran.
+	LimitedPerStep, LimitedInFlight int64
+
+	Steps       int64 // tasks run
+	VirtualEnd  time.Time
+	TraceEvents uint64
+	TraceHash   uint64
 }
 
 // Bucket is one lateness histogram bin: messages with lateness ≤ Max
@@ -142,15 +165,21 @@ func (v *Violation) Error() string {
 // through GO_FAILPOINTS, so the line replays the run without the
 // environment.
 func (c Config) RerunCommand() string {
-	if err := c.normalise(); err != nil {
+	if err := c.resolve(); err != nil {
 		return fmt.Sprintf("(no rerun command: %v)", err)
 	}
 	faults := "off"
 	if c.Faults {
 		faults = "on"
 	}
-	cmd := fmt.Sprintf("go run ./cmd/tock sim --seed %d --messages %d --span %s --faults %s --workload %s --slot-width %s --horizon %s --retention %s",
-		c.Seed, c.Messages, c.Span, faults, strings.Join(c.Workload, ","), c.SlotWidth, c.Horizon, c.Retention)
+	swarm := "off"
+	if c.Swarm {
+		swarm = "on"
+	}
+	cmd := fmt.Sprintf("go run ./cmd/tock sim --seed %d --messages %d --span %s --faults %s --swarm %s --workload %s "+
+		"--slot-width %s --horizon %s --retention %s --max-in-flight %d --max-per-step %d --bursts %d",
+		c.Seed, c.Messages, c.Span, faults, swarm, strings.Join(c.Workload, ","),
+		c.SlotWidth, max(c.Horizon, 0), c.Retention, c.MaxInFlight, c.MaxPerStep, c.Bursts)
 	if r := c.nonDefaultRates(); len(r) > 0 {
 		cmd += " --fault-rates " + FormatFaultRates(r)
 	}
@@ -176,15 +205,26 @@ func (c Config) nonDefaultRates() map[string]float64 {
 
 // resolve fills in defaults and the fault rates; Run's config is resolved
 // once, and everything after sees the same values.
+//
+// Resolving a resolved config changes nothing: every setting is then set,
+// and FaultRates names every rate.
 func (c *Config) resolve() error {
+	var d swarmDraw
+	if c.Swarm {
+		d = drawSwarm(c.Seed, c.Messages)
+		c.swarm(d)
+	}
 	if err := c.normalise(); err != nil {
 		return err
 	}
 	rates, err := resolveRates(c.FaultRates, func(k fault) int {
-		if c.Faults {
-			return defaultRates[k]
+		switch {
+		case !c.Faults:
+			return 0
+		case c.Swarm:
+			return d.rates[k]
 		}
-		return 0
+		return defaultRates[k]
 	})
 	if err != nil {
 		return err
@@ -202,6 +242,18 @@ func (c *Config) normalise() error {
 	}
 	if c.Retention == 0 {
 		c.Retention = 72 * time.Hour
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = slot.DefaultMaxInFlight
+	}
+	if c.MaxPerStep == 0 {
+		c.MaxPerStep = slot.DefaultMaxPerStep
+	}
+	if c.Bursts == 0 {
+		c.Bursts = max(1, c.Messages/2000)
+	}
+	if c.MaxInFlight < 0 || c.MaxPerStep < 0 || c.Bursts < 0 {
+		return fmt.Errorf("sim: negative flow limit or burst count")
 	}
 	if c.Span < time.Second {
 		return fmt.Errorf("sim: span %v is below 1s", c.Span)
@@ -308,7 +360,7 @@ func run(cfg Config) (Report, error) {
 	if err := s.startIncarnation(); err != nil {
 		return s.rep, err
 	}
-	s.slack = cfg.Retention + 2*cfg.SlotWidth + cfg.Horizon + 10*time.Minute
+	s.slack = cfg.Retention + 2*cfg.SlotWidth + max(cfg.Horizon, 0) + 10*time.Minute
 	s.end = time.UnixMilli(max(maxDeliver, s.faultEnd)).Add(s.slack)
 	s.loop()
 	if s.violation == nil {
@@ -335,8 +387,8 @@ func (s *simulator) startIncarnation() error {
 		p = s.cfg.WrapPublisher(p)
 	}
 	sched, err := actors.Start(context.Background(), actors.Config{
-		SlotWidth: s.cfg.SlotWidth, Horizon: s.cfg.Horizon, Retention: s.cfg.Retention,
-		MaxDelay: s.cfg.Span + time.Hour,
+		SlotWidth: s.cfg.SlotWidth, Horizon: max(s.cfg.Horizon, 0), Retention: s.cfg.Retention,
+		MaxDelay: s.cfg.Span + time.Hour, MaxInFlight: s.cfg.MaxInFlight, MaxPerStep: s.cfg.MaxPerStep,
 	}, actors.Deps{
 		Journal: j, Publisher: p, Clock: &incClock{s: s, inc: inc},
 		Dispatcher: &dispatcher{s: s, inc: inc},
@@ -360,6 +412,8 @@ func (s *simulator) crash() {
 	}
 	old := s.cur
 	old.dead = true
+	s.countLimited()
+	s.sched = nil
 	s.faults.note(faultCrash)
 	s.rep.Crashes++
 	stored, lost := s.j.crash(old)
@@ -428,6 +482,14 @@ func (s *simulator) observeResident() {
 	}
 }
 
+// countLimited adds the current incarnation's flow-limit counts to the
+// report; called once per incarnation, when it ends.
+func (s *simulator) countLimited() {
+	perStep, inFlight := s.sched.Limited()
+	s.rep.LimitedPerStep += perStep
+	s.rep.LimitedInFlight += inFlight
+}
+
 func (s *simulator) observeStorage() {
 	s.rep.PeakSlots = max(s.rep.PeakSlots, len(s.j.events))
 	s.rep.PeakEvents = max(s.rep.PeakEvents, s.j.nEvents)
@@ -457,6 +519,9 @@ func (s *simulator) hist(op int, format string, args ...any) {
 }
 
 func (s *simulator) summarise() {
+	if s.sched != nil {
+		s.countLimited()
+	}
 	s.rep.Lateness = make([]Bucket, len(lateBins))
 	for i, b := range lateBins {
 		s.rep.Lateness[i].Max = b

@@ -52,15 +52,10 @@ type op struct {
 // plan draws the workload and the crash and clock-jump moments, and arms
 // their timers; it returns the latest deliver time.
 func (s *simulator) plan(rng *rand.Rand) int64 {
-	var kinds []opKind
-	for i, name := range []string{"uniform", "burst", "long", "past"} {
-		if s.wl[name] {
-			kinds = append(kinds, opKind(i))
-		}
-	}
+	kinds := kindsOf(s.cfg.Workload)
 	t0 := start.UnixMilli()
 	span := s.cfg.Span.Milliseconds()
-	bursts := make([]int64, max(1, s.cfg.Messages/2000))
+	bursts := make([]int64, s.cfg.Bursts)
 	for i := range bursts {
 		bursts[i] = t0 + rng.Int64N(span)
 	}

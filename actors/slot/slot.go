@@ -105,6 +105,31 @@ type Ready struct {
 	// WakeAt is when the slot next needs a Tick (Unix ms; ≤ now means at
 	// once); 0 means no timer: it waits for inputs only.
 	WakeAt int64
+	// Limited names the flow limit that stopped the last step's firing
+	// while messages were still due: a backlog. Informational (counted in
+	// the scheduler's stats); the caller need do nothing about it, since
+	// WakeAt or a confirmation brings the next step.
+	Limited Limit
+}
+
+// Limit is a flow limit of Config.
+type Limit uint8
+
+// The flow limits.
+const (
+	NoLimit       Limit = iota
+	LimitPerStep        // MaxPerStep deliveries handed out by the step
+	LimitInFlight       // MaxInFlight deliveries unconfirmed
+)
+
+func (l Limit) String() string {
+	switch l {
+	case LimitPerStep:
+		return "per-step"
+	case LimitInFlight:
+		return "in-flight"
+	}
+	return "none"
 }
 
 // IsEmpty reports whether the Ready asks for nothing but a timer.
@@ -284,9 +309,19 @@ func (s *Slot) delivered(now int64, id msgid.ID) {
 	s.ready.Events = append(s.ready.Events, journal.Event{Kind: journal.Fired, ID: id, At: now})
 }
 
-// fire hands out due messages in (deliver time, acceptance) order.
+// fire hands out due messages in (deliver time, acceptance) order, up to
+// the flow limits.
 func (s *Slot) fire(now int64) {
-	for n := 0; n < s.cfg.MaxPerStep && s.inFlight < s.cfg.MaxInFlight; {
+	for n := 0; ; {
+		if s.inFlight >= s.cfg.MaxInFlight || n >= s.cfg.MaxPerStep {
+			if s.due(now) {
+				s.ready.Limited = LimitPerStep
+				if s.inFlight >= s.cfg.MaxInFlight {
+					s.ready.Limited = LimitInFlight
+				}
+			}
+			return
+		}
 		i := s.st.due.peek()
 		if i < 0 || s.st.entries[i].deliverAt > now {
 			return
@@ -303,6 +338,21 @@ func (s *Slot) fire(now int64) {
 			ID: e.id, Target: s.st.targets[e.target], DeliverAt: e.deliverAt, Header: s.st.header(e), Body: s.st.body(e),
 		})
 		n++
+	}
+}
+
+// due reports whether a pending message is due at now. It drops the
+// cancelled entries at the top of the heap, as fire and wakeAt do.
+func (s *Slot) due(now int64) bool {
+	for {
+		i := s.st.due.peek()
+		if i < 0 {
+			return false
+		}
+		if e := &s.st.entries[i]; e.state == Pending {
+			return e.deliverAt <= now
+		}
+		s.st.due.pop()
 	}
 }
 

@@ -225,6 +225,9 @@ func (sc *script) print(rd Ready) {
 		sort.Strings(keys)
 		fmt.Fprintf(w, "  deliver %s target=%s at=%d body=%q headers=%v\n", sc.name(d.ID), d.Target, d.DeliverAt, d.Body, keys)
 	}
+	if rd.Limited != NoLimit {
+		fmt.Fprintf(w, "  limited %s\n", rd.Limited)
+	}
 	fmt.Fprintf(w, "  wake=%d open=%d inflight=%d len=%d done=%v\n", rd.WakeAt, sc.s.Pending(), sc.s.InFlight(), sc.s.Len(), sc.s.Done())
 }
 

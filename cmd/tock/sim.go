@@ -25,9 +25,13 @@ type simOpts struct {
 	span               time.Duration
 	faults             string
 	faultRates         string
+	swarm              string
 	workload           string
 	slotWidth, horizon time.Duration
 	retention          time.Duration
+	maxInFlight        int
+	maxPerStep         int
+	bursts             int
 	cpuProfile         string
 	memProfile         string
 }
@@ -41,10 +45,14 @@ func simFlags(o *simOpts) *flag.FlagSet {
 	fs.Var(newDurationValue(&o.span, 24*time.Hour), "span", "deliver times fall within this `duration` of virtual time (also the max delay)")
 	fs.StringVar(&o.faults, "faults", "on", "inject faults: `on|off`")
 	fs.StringVar(&o.faultRates, "fault-rates", "", "fault probabilities by failpoint, `name=p,...` (e.g. appendFail=0.05,crash=50%); beat GO_FAILPOINTS and --faults")
+	fs.StringVar(&o.swarm, "swarm", "", "draw every setting below that is not given from the seed: `on|off` (default: as --faults)")
 	fs.StringVar(&o.workload, "workload", strings.Join(sim.Workloads, ","), "comma-separated `mix` of "+strings.Join(sim.Workloads, ", "))
 	fs.Var(newDurationValue(&o.slotWidth, time.Minute), "slot-width", "slot `width`")
-	fs.Var(newDurationValue(&o.horizon, 10*time.Second), "horizon", "activation `horizon`")
+	fs.Var(newDurationValue(&o.horizon, 10*time.Second), "horizon", "activation `horizon` (0: none)")
 	fs.Var(newDurationValue(&o.retention, 72*time.Hour), "retention", "`retention` of finished slots")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 0, "a slot's unconfirmed deliveries at most, `N` (0: the scheduler's default)")
+	fs.IntVar(&o.maxPerStep, "max-per-step", 0, "deliveries a slot hands out per step at most, `N` (0: the scheduler's default)")
+	fs.IntVar(&o.bursts, "bursts", 0, "the burst workload's messages are due at `N` instants (0: one per 2,000 messages)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the runs to `file` (go tool pprof)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile to `file` after the runs (go tool pprof -sample_index=alloc_space)")
 	return fs
@@ -53,7 +61,13 @@ func simFlags(o *simOpts) *flag.FlagSet {
 func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	c := lookup("sim")
 	var o simOpts
-	pos, err := parseArgs(simFlags(&o), args)
+	fs := simFlags(&o)
+	pos, err := parseArgs(fs, args)
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if !given["swarm"] {
+		o.swarm = o.faults
+	}
 	if err == nil && len(pos) > 0 {
 		err = usagef("unexpected argument %q", pos[0])
 	}
@@ -73,6 +87,12 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	rates, rerr := sim.ParseFaultRates(o.faultRates)
 	if err == nil && rerr != nil {
 		err = usagef("--fault-rates: %v", rerr)
+	}
+	if err == nil && o.swarm != "on" && o.swarm != "off" {
+		err = usagef("--swarm must be on or off, not %q", o.swarm)
+	}
+	if err == nil && (o.maxInFlight < 0 || o.maxPerStep < 0 || o.bursts < 0 || o.parallel < 0) {
+		err = usagef("--max-in-flight, --max-per-step, --bursts and --parallel must not be negative")
 	}
 	if err == nil && o.seeds == 0 {
 		err = usagef("--seeds must be at least 1")
@@ -95,11 +115,31 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	if k == 0 {
 		k = runtime.GOMAXPROCS(0)
 	}
+	base := sim.Config{
+		Messages: o.messages, Span: o.span, Faults: o.faults == "on", FaultRates: rates, Swarm: o.swarm == "on",
+		MaxInFlight: o.maxInFlight, MaxPerStep: o.maxPerStep, Bursts: o.bursts,
+	}
+	// Settings not given stay zero: the simulator's default, or drawn
+	// from the seed with --swarm on. A given one is pinned.
+	if given["workload"] {
+		base.Workload = mix
+	}
+	if given["slot-width"] {
+		base.SlotWidth = o.slotWidth
+	}
+	if given["horizon"] {
+		base.Horizon = o.horizon
+		if o.horizon == 0 {
+			base.Horizon = sim.NoHorizon
+		}
+	}
+	if given["retention"] {
+		base.Retention = o.retention
+	}
 	run := func(seed uint64) seedResult {
-		return runSeed(sim.Config{
-			Seed: seed, Messages: o.messages, Span: o.span, Faults: o.faults == "on", FaultRates: rates,
-			Workload: mix, SlotWidth: o.slotWidth, Horizon: o.horizon, Retention: o.retention,
-		})
+		cfg := base
+		cfg.Seed = seed
+		return runSeed(cfg)
 	}
 	failed := false
 	runSeeds(o.seed, o.seeds, k, run, func(seed uint64) { fmt.Fprintf(stdout, "seed %d\n", seed) },
@@ -328,7 +368,16 @@ func printSimReport(w io.Writer, r sim.Report, wall time.Duration) {
 	for _, k := range sortedKeys(r.Faults) {
 		fmt.Fprintf(w, "  %s=%d", k, r.Faults[k])
 	}
-	fmt.Fprintf(w, "\n  rates       ")
+	fmt.Fprintf(w, "\n  backlog      %d slot steps stopped at max-per-step, %d at max-in-flight\n", r.LimitedPerStep, r.LimitedInFlight)
+	c := r.Config
+	swarm := ""
+	if c.Swarm {
+		swarm = " (swarm)"
+	}
+	fmt.Fprintf(w, "  config       slot width %v, horizon %v, retention %v, max in flight %d, max per step %d, %d bursts%s\n",
+		c.SlotWidth, max(c.Horizon, 0), c.Retention, c.MaxInFlight, c.MaxPerStep, c.Bursts, swarm)
+	fmt.Fprintf(w, "  workload     %s\n", strings.Join(c.Workload, ","))
+	fmt.Fprintf(w, "  rates       ")
 	any := false
 	for _, kv := range strings.Split(sim.FormatFaultRates(r.Config.FaultRates), ",") {
 		if kv != "" && !strings.HasSuffix(kv, "=0") {

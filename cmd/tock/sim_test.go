@@ -114,13 +114,24 @@ func TestSimRerunLineReplays(t *testing.T) {
 		t.Fatalf("no %q line in\n%s", prefix, out)
 		return ""
 	}
-	code, out, stderr := runCLI(t, "", "sim", "--seed", "4", "--messages", "120", "--span", "2h", "--fault-rates", "crash=0.5,publishFail=10%,loadFail=0")
+	// Swarmed (the default with faults on), with some settings pinned.
+	code, out, stderr := runCLI(t, "", "sim", "--seed", "4", "--messages", "120", "--span", "2h",
+		"--fault-rates", "crash=0.5,publishFail=10%,loadFail=0", "--slot-width", "7s", "--max-in-flight", "3")
 	if code != 0 {
 		t.Fatalf("code %d: %s", code, stderr)
 	}
 	rerun := strings.TrimSpace(strings.TrimPrefix(line(out, "  rerun "), "  rerun "))
-	if !strings.HasSuffix(rerun, " --fault-rates loadFail=0,publishFail=0.1,crash=0.5") {
-		t.Errorf("rerun line %q lacks the fault rates", rerun)
+	for _, want := range []string{" --swarm on ", " --slot-width 7s ", " --max-in-flight 3 "} {
+		if !strings.Contains(rerun, want) {
+			t.Errorf("rerun line %q lacks %q", rerun, want)
+		}
+	}
+	if _, flag, _ := strings.Cut(rerun, " --fault-rates "); !strings.Contains(","+flag+",", ",loadFail=0,") ||
+		!strings.Contains(flag, "publishFail=0.1,") || !strings.HasSuffix(flag, ",crash=0.5") {
+		t.Errorf("rerun line %q lacks the fault rates given", rerun)
+	}
+	if c := line(out, "  config "); !strings.Contains(c, "slot width 7s,") || !strings.Contains(c, "max in flight 3,") {
+		t.Errorf("config line %q lacks the pinned settings", c)
 	}
 	args, ok := strings.CutPrefix(rerun, "go run ./cmd/tock ")
 	if !ok {
