@@ -22,6 +22,16 @@ func (s *simulator) handedOut(d slot.Delivery) {
 	// refused (the append fails and the producer hears 503).
 	if !s.j.scheduled[d.ID] {
 		s.fail("durable-delivery", n, "%s handed to the publisher before its Scheduled event was stored", d.ID)
+		return
+	}
+	// Once the journal acknowledged the Fired event, the delivery is
+	// recorded for good: no crash or reload may fire the message again. Only
+	// a message whose Fired event was never acknowledged may be handed out
+	// again. (The publisher may still retry a hand-out made before the
+	// acknowledgement, after a lost confirmation: that is the same delivery,
+	// at least once, not a new one.)
+	if s.j.firedAcked[d.ID] {
+		s.fail("duplicate", n, "%s handed to the publisher again (by incarnation %d) after its Fired event was acknowledged", d.ID, s.cur.n)
 	}
 }
 

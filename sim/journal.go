@@ -36,6 +36,13 @@ type simJournal struct {
 	events    map[int64]int // slot → stored events
 	nEvents   int
 
+	// firedAcked holds the ids whose Fired event an append acknowledged
+	// to the actors (done called without error, seen through every
+	// wrapper: what the actors were told, not what the store holds).
+	// A message may be delivered again only while its Fired event was
+	// never acknowledged.
+	firedAcked map[msgid.ID]bool
+
 	completeInc *incarnation // incarnation of the write being stored
 	quiet       bool         // no faults (crash resolution, drain)
 }
@@ -49,7 +56,8 @@ type pendingWrite struct {
 
 func newSimJournal(s *simulator) *simJournal {
 	j := &simJournal{s: s, mem: journal.NewMemory(),
-		scheduled: map[msgid.ID]bool{}, cancelled: map[msgid.ID]bool{}, events: map[int64]int{}}
+		scheduled: map[msgid.ID]bool{}, cancelled: map[msgid.ID]bool{}, events: map[int64]int{},
+		firedAcked: map[msgid.ID]bool{}}
 	j.mem.Complete = func(f func()) { s.queue.push(task{inc: j.completeInc, fn: f}) }
 	j.mem.Fail = j.decide
 	return j
@@ -210,6 +218,34 @@ func (j *simJournal) PurgeUpTo(ctx context.Context, slot int64, seq uint64) erro
 	}
 	j.s.observePurge(slot)
 	return nil
+}
+
+// ackWatch is the journal the actors see, outside every test wrapper: it
+// records in firedAcked the Fired events whose append was acknowledged.
+type ackWatch struct {
+	journal.Journal
+	j *simJournal
+}
+
+func (w ackWatch) Append(slot int64, events []journal.Event, done func(uint64, error)) {
+	var fired []msgid.ID // taken now: a wrapper may change events
+	for _, ev := range events {
+		if ev.Kind == journal.Fired {
+			fired = append(fired, ev.ID)
+		}
+	}
+	if len(fired) > 0 {
+		inner := done
+		done = func(seq uint64, err error) {
+			if err == nil {
+				for _, id := range fired {
+					w.j.firedAcked[id] = true
+				}
+			}
+			inner(seq, err)
+		}
+	}
+	w.Journal.Append(slot, events, done)
 }
 
 // Close is a no-op: the journal outlives every incarnation.

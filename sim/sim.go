@@ -112,6 +112,7 @@ type Report struct {
 	PeakResident int64 // entries held by loaded slots
 	PeakSlots    int   // slots with records in the journal
 	PeakEvents   int   // events in the journal
+	FiredAcked   int   // messages whose Fired event the journal acknowledged
 	// Slot steps whose firing stopped at MaxPerStep or MaxInFlight while
 	// messages were due (actors.Scheduler.Limited): the backlog paths ran.
 	LimitedPerStep, LimitedInFlight int64
@@ -382,6 +383,7 @@ func (s *simulator) startIncarnation() error {
 	if s.cfg.WrapJournal != nil {
 		j = s.cfg.WrapJournal(j)
 	}
+	j = ackWatch{Journal: j, j: s.j}
 	var p actors.Publisher = s.pub
 	if s.cfg.WrapPublisher != nil {
 		p = s.cfg.WrapPublisher(p)
@@ -554,6 +556,7 @@ func (s *simulator) summarise() {
 			s.rep.Faults[k.String()] = n
 		}
 	}
+	s.rep.FiredAcked = len(s.j.firedAcked)
 	s.rep.TraceEvents, s.rep.TraceHash = s.trace.n, s.trace.sum()
 }
 
