@@ -2,10 +2,11 @@
 //
 // A router actor owns every slot actor. Each slot actor is a thin shell
 // around the pure state machine in actors/slot: it persists the events the
-// machine produces to the journal, arms timers through the injected clock,
-// and only after the journal acknowledged the events replies to producers
-// and hands due messages to the Publisher. docs/ARCHITECTURE.md has the
-// whole picture.
+// machine hands out and tells it when the journal acknowledged them, arms
+// timers through the injected clock, sends the replies and hands due
+// messages to the Publisher as the machine releases them (a reply only
+// once the events it rests on are durable, a delivery once its own
+// Scheduled event is). docs/ARCHITECTURE.md has the whole picture.
 package actors
 
 import (

@@ -10,7 +10,6 @@ import (
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/clock"
 	"github.com/tockd/tock/journal"
-	"github.com/tockd/tock/msgid"
 )
 
 // Messages a slot actor receives besides the router's commands.
@@ -18,10 +17,14 @@ type (
 	// command is an input routed by the router; it counts for the
 	// passivation handshake.
 	command struct{ in slot.Input }
-	// appended is the journal's answer to the actor's append.
+	// appended is the journal's answer to the actor's append. owner is the
+	// actor instance that appended: after a supervisor restart, an answer
+	// meant for the dead instance must not confirm the new one's batch.
 	appended struct {
-		seq uint64
-		err error
+		owner  *slotActor
+		seq    uint64
+		err    error
+		events []journal.Event
 	}
 	// tick wakes the slot. at is the deadline of the timer that sent it; 0
 	// for a tick queued to run at once.
@@ -29,25 +32,19 @@ type (
 	published struct{ in slot.Published }
 )
 
-// slotActor is the thin shell around one slot.Slot. It owns the slot's
-// journal appends (at most one in flight, carrying every event stepped
-// since the previous one: a group commit per slot), and performs the
-// effects of each Ready only once the Ready's events are durable.
+// slotActor is the thin shell around one slot.Slot: it appends the
+// events each Ready hands out and steps Persisted when the journal
+// acknowledges them, sends replies, hands deliveries to the publisher, and
+// keeps the slot's timer. What must wait for the journal is the core's
+// business (actors/slot/durability.go), so every Ready is performed at once.
 type slotActor struct {
 	env   *env
 	index int64
 	self  *actor.PID
 	core  *slot.Slot
 
-	queue     []slot.Ready // effects waiting for their events to be durable, oldest first
-	sealed    int          // queue[:sealed] is covered by the append in flight
-	appending bool
+	appending bool   // an append is in flight (the core hands out one at a time)
 	lastSeq   uint64 // sequence of the slot's last stored record
-	// unstored holds the ids whose Scheduled event is queued or in flight,
-	// not yet durable. Only their deliveries wait in the queue: any other
-	// delivery rests on a stored Scheduled event alone, so it goes out at
-	// once instead of behind the Fired and Cancelled appends in flight.
-	unstored map[msgid.ID]struct{}
 
 	timer     clock.Timer
 	timerAt   int64
@@ -81,7 +78,9 @@ func (a *slotActor) Receive(ctx actor.Context) {
 		a.asked = false
 		a.step(m.in)
 	case *appended:
-		a.onAppended(m)
+		if m.owner == a {
+			a.onAppended(m)
+		}
 	case *tick:
 		a.tickQueue = false
 		if m.at != 0 && m.at == a.timerAt {
@@ -123,8 +122,7 @@ func (a *slotActor) load() {
 	}
 	a.core = core
 	a.lastSeq = seq
-	a.queue, a.sealed, a.appending = nil, 0, false
-	clear(a.unstored)
+	a.appending = false
 	a.env.stats.loads.Add(1)
 }
 
@@ -135,54 +133,31 @@ func (a *slotActor) step(in slot.Input) {
 	a.core.Step(now, in)
 	rd := a.core.Ready()
 	a.env.stats.limit(rd.Limited)
-	for _, id := range scheduledIDs(rd) {
-		if a.unstored == nil {
-			a.unstored = make(map[msgid.ID]struct{})
-		}
-		a.unstored[id] = struct{}{}
+	for _, r := range rd.Replies {
+		respond(r.To, r.Result)
 	}
-	rd.Deliveries = a.deliverStored(rd.Deliveries)
-	if !rd.IsEmpty() {
-		a.queue = append(a.queue, rd)
-		a.pump()
+	a.publish(rd.Deliveries)
+	if len(rd.Events) > 0 {
+		a.appending = true
+		self, root, events := a.self, a.env.system.Root, rd.Events
+		a.env.journal.Append(a.index, events, func(seq uint64, err error) {
+			root.Send(self, &appended{owner: a, seq: seq, err: err, events: events})
+		})
 	}
 	a.arm(rd.WakeAt, now)
 	a.count(a.core.Len())
 }
 
-// pump performs the effects that need no durability wait and starts the
-// next append when none is in flight.
-func (a *slotActor) pump() {
-	for !a.appending && len(a.queue) > 0 {
-		if len(a.queue[0].Events) == 0 {
-			rd := a.queue[0]
-			a.queue = a.queue[1:]
-			a.perform(rd)
-			continue
-		}
-		var events []journal.Event
-		for _, rd := range a.queue {
-			events = append(events, rd.Events...)
-		}
-		a.sealed, a.appending = len(a.queue), true
-		self, root := a.self, a.env.system.Root
-		a.env.journal.Append(a.index, events, func(seq uint64, err error) {
-			root.Send(self, &appended{seq: seq, err: err})
-		})
-	}
-}
-
 func (a *slotActor) onAppended(m *appended) {
+	a.appending = false
 	if m.err != nil {
 		a.env.log.Warn("slot append failed; reloading from the journal", "slot", a.index, "err", m.err)
 		a.env.stats.appendErrors.Add(1)
-		// Everything queued was stepped on top of the failed events: none of
-		// it may be answered as done. Deliveries are dropped; the reloaded
-		// slot fires them again from durable state.
-		for _, rd := range a.queue {
-			for _, r := range rd.Replies {
-				respond(r.To, slot.Result{Status: slot.Unavailable, Record: r.Result.Record})
-			}
+		// Everything held was stepped on top of the failed events: none of
+		// it may be answered as done. Held deliveries are dropped; the
+		// reloaded slot fires them again from durable state.
+		for _, r := range a.core.Abandon() {
+			respond(r.To, r.Result)
 		}
 		a.disarm()
 		a.load()
@@ -190,59 +165,10 @@ func (a *slotActor) onAppended(m *appended) {
 		return
 	}
 	a.lastSeq = m.seq
-	done := a.queue[:a.sealed]
-	a.queue = a.queue[a.sealed:]
-	a.sealed, a.appending = 0, false
-	for _, rd := range done {
-		for _, id := range scheduledIDs(rd) {
-			delete(a.unstored, id)
-		}
-	}
-	for _, rd := range done {
-		a.perform(rd)
-	}
-	a.pump()
-}
-
-// perform sends a durable Ready's replies and hands out its deliveries.
-func (a *slotActor) perform(rd slot.Ready) {
-	for _, r := range rd.Replies {
-		respond(r.To, r.Result)
-	}
-	for _, ev := range rd.Events {
+	for _, ev := range m.events {
 		a.env.stats.count(ev.Kind)
 	}
-	a.publish(rd.Deliveries)
-}
-
-// scheduledIDs lists the ids of rd's Scheduled events: the messages rd
-// makes known to the journal.
-func scheduledIDs(rd slot.Ready) []msgid.ID {
-	var ids []msgid.ID
-	for _, ev := range rd.Events {
-		if ev.Kind == journal.Scheduled {
-			ids = append(ids, ev.ID)
-		}
-	}
-	return ids
-}
-
-// deliverStored hands out the deliveries whose Scheduled event is durable
-// and returns the others, which wait in the queue with their Ready.
-func (a *slotActor) deliverStored(ds []slot.Delivery) []slot.Delivery {
-	if len(a.unstored) == 0 {
-		a.publish(ds)
-		return nil
-	}
-	var wait []slot.Delivery
-	for i, d := range ds {
-		if _, ok := a.unstored[d.ID]; ok {
-			wait = append(wait, d)
-		} else {
-			a.publish(ds[i : i+1])
-		}
-	}
-	return wait
+	a.step(slot.Persisted{})
 }
 
 func (a *slotActor) publish(ds []slot.Delivery) {
@@ -289,7 +215,7 @@ func (a *slotActor) disarm() {
 // either finished or outside the activation horizon. The router decides,
 // because only it knows whether a command is on its way here.
 func (a *slotActor) maybePassivate(ctx actor.Context) {
-	if a.asked || a.core == nil || a.appending || len(a.queue) > 0 || a.core.InFlight() > 0 {
+	if a.asked || a.core == nil || a.appending || a.core.Holding() || a.core.InFlight() > 0 {
 		return
 	}
 	done := a.core.Done()

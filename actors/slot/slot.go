@@ -3,20 +3,22 @@
 //
 // It follows etcd-io/raft's shape. Recover replays stored events; Step
 // applies one input at a given time and queues what must happen; Ready
-// hands those effects out. The package has no goroutines, clock or I/O:
+// hands those effects out, and Persisted (raft's Advance) tells the slot
+// its events are durable. The package has no goroutines, clock or I/O:
 // time is an argument, and faults arrive as inputs.
 //
-// The caller must honour the order a Ready states:
-//  1. persist Ready.Events (one journal append, in order);
-//  2. only after the journal acknowledged them, and after every earlier
-//     Ready's events were acknowledged, send Ready.Replies and hand
-//     Ready.Deliveries to the publisher — so no reply and no delivery ever
-//     rests on state that is not durable;
+// The slot itself holds back what must wait for the journal
+// (durability.go): a Ready's Replies and Deliveries may be sent and handed
+// to the publisher at once. The caller must:
+//  1. persist Ready.Events, if any, as one journal append, and Step
+//     Persisted once the journal acknowledged it (a Ready carries new
+//     Events only after the previous ones were Persisted);
+//  2. send Ready.Replies and hand Ready.Deliveries to the publisher;
 //  3. arm a timer for Ready.WakeAt and Step(Tick) when it fires.
 //
 // If an append fails, the state machine is ahead of the journal: the caller
-// must answer the affected replies as unavailable, drop the slot and
-// Recover a new one from the journal.
+// answers Abandon's replies (all unavailable), drops the slot and Recovers
+// a new one from the journal.
 package slot
 
 import (
@@ -145,7 +147,10 @@ type Slot struct {
 	inFlight int   // entries in state Delivering
 	closed   bool  // a Closed event ends the log and nothing happened since
 	closedAt int64 // At of that Closed event
-	ready    Ready
+	ready    Ready // the current step's effects, before gating
+	dur      durability
+	// persisted: the current step was a Persisted input.
+	persisted bool
 }
 
 // New returns an empty slot.
@@ -239,6 +244,8 @@ func (s *Slot) Step(now int64, in Input) {
 		s.get(in)
 	case Published:
 		s.delivered(now, in.ID)
+	case Persisted:
+		s.persisted = true
 	case Tick:
 	}
 	s.fire(now)
@@ -248,8 +255,10 @@ func (s *Slot) Step(now int64, in Input) {
 
 // Ready returns the effects queued since the last call and clears them.
 func (s *Slot) Ready() Ready {
-	rd := s.ready
-	s.ready = Ready{WakeAt: rd.WakeAt}
+	step := s.ready
+	s.ready = Ready{WakeAt: step.WakeAt}
+	rd := s.dur.gate(step, s.persisted)
+	s.persisted = false
 	return rd
 }
 

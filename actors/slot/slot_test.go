@@ -25,8 +25,9 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 //	config width=W maxinflight=N maxperstep=N
 //	NOW schedule NAME DELIVER_AT TARGET   (NAME names the message's id)
 //	NOW cancel NAME | NOW get NAME | NOW tick | NOW published NAME
-//	persist       the last Ready's events reach the journal
-//	lose          the last Ready's events never reach the journal
+//	persist       the events handed out reach the journal: Step Persisted
+//	lose          they never do: Abandon, then a new slot recovers from
+//	              what was persisted (as the actor reloads)
 //	restart       a new slot recovers from what was persisted
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.txt")
@@ -62,7 +63,8 @@ type script struct {
 	names     map[msgid.ID]string
 	stamp     uint64
 	persisted []journal.Event
-	last      Ready
+	unacked   []journal.Event // handed out, not yet persisted
+	now       int64           // the latest NOW of the script
 	out       strings.Builder
 }
 
@@ -114,18 +116,23 @@ func (sc *script) do(f []string) error {
 		sc.s = New(sc.cfg)
 		return nil
 	case "persist":
-		sc.persisted = append(sc.persisted, sc.last.Events...)
+		sc.persisted = append(sc.persisted, sc.unacked...)
+		sc.unacked = nil
 		fmt.Fprintf(&sc.out, "journal: %d events\n", len(sc.persisted))
+		sc.s.Step(sc.now, Persisted{})
+		sc.print(sc.s.Ready())
 		return nil
 	case "lose":
-		sc.last = Ready{}
+		sc.unacked = nil
+		for _, r := range sc.s.Abandon() {
+			sc.printReply(r)
+		}
+		sc.recover()
 		return nil
 	case "restart":
-		sc.s = New(sc.cfg)
-		for _, ev := range sc.persisted {
-			sc.s.Recover(ev)
-		}
-		sc.s.Step(sc.atoi(f, 1, 0), Tick{})
+		sc.recover()
+		sc.now = sc.atoi(f, 1, 0)
+		sc.s.Step(sc.now, Tick{})
 		sc.print(sc.s.Ready())
 		return nil
 	}
@@ -133,6 +140,7 @@ func (sc *script) do(f []string) error {
 	if err != nil || len(f) < 2 {
 		return fmt.Errorf("want NOW VERB ...: %q", f)
 	}
+	sc.now = now
 	var in Input
 	switch f[1] {
 	case "schedule":
@@ -193,8 +201,32 @@ func (sc *script) name(id msgid.ID) string {
 	return id.String()
 }
 
+func (sc *script) recover() {
+	sc.s = New(sc.cfg)
+	for _, ev := range sc.persisted {
+		sc.s.Recover(ev)
+	}
+}
+
+func (sc *script) printReply(r Reply) {
+	rec := r.Result.Record
+	fmt.Fprintf(&sc.out, "  reply %v: %s", r.To, statusName(r.Result.Status))
+	if r.Result.Status != NotFound {
+		fmt.Fprintf(&sc.out, " %s %s at=%d", sc.name(rec.ID), rec.State, rec.DeliverAt)
+		if rec.DoneAt != 0 {
+			fmt.Fprintf(&sc.out, " done=%d", rec.DoneAt)
+		}
+	}
+	sc.out.WriteString("\n")
+}
+
 func (sc *script) print(rd Ready) {
-	sc.last = rd
+	if len(rd.Events) > 0 {
+		if len(sc.unacked) > 0 {
+			sc.t.Fatalf("a Ready handed out events while %d were not yet persisted", len(sc.unacked))
+		}
+		sc.unacked = rd.Events
+	}
 	w := &sc.out
 	for _, ev := range rd.Events {
 		switch ev.Kind {
@@ -207,15 +239,7 @@ func (sc *script) print(rd Ready) {
 		}
 	}
 	for _, r := range rd.Replies {
-		rec := r.Result.Record
-		fmt.Fprintf(w, "  reply %v: %s", r.To, statusName(r.Result.Status))
-		if r.Result.Status != NotFound {
-			fmt.Fprintf(w, " %s %s at=%d", sc.name(rec.ID), rec.State, rec.DeliverAt)
-			if rec.DoneAt != 0 {
-				fmt.Fprintf(w, " done=%d", rec.DoneAt)
-			}
-		}
-		w.WriteString("\n")
+		sc.printReply(r)
 	}
 	for _, d := range rd.Deliveries {
 		keys := make([]string, 0, len(d.Header))
@@ -228,7 +252,7 @@ func (sc *script) print(rd Ready) {
 	if rd.Limited != NoLimit {
 		fmt.Fprintf(w, "  limited %s\n", rd.Limited)
 	}
-	fmt.Fprintf(w, "  wake=%d open=%d inflight=%d len=%d done=%v\n", rd.WakeAt, sc.s.Pending(), sc.s.InFlight(), sc.s.Len(), sc.s.Done())
+	fmt.Fprintf(w, "  wake=%d open=%d inflight=%d len=%d done=%v holding=%v\n", rd.WakeAt, sc.s.Pending(), sc.s.InFlight(), sc.s.Len(), sc.s.Done(), sc.s.Holding())
 }
 
 func statusName(s Status) string {
