@@ -44,6 +44,10 @@ type Config struct {
 	MaxDelay  time.Duration // the furthest deliver time the gateway accepts
 	// Flow limits per slot; zero means the slot package's defaults.
 	MaxInFlight, MaxPerStep int
+	// MaxBodyBytes is each slot's body budget (slot.Config.MaxBodyBytes):
+	// a load keeps at most this many body bytes in memory and brings the
+	// rest back from the journal as they come due. Zero: no bound.
+	MaxBodyBytes int
 }
 
 // Deps are the scheduler's connections to the world.
@@ -212,6 +216,9 @@ type Stats struct {
 	SlotLoads       int64 `json:"slot_loads"`
 	SlotsPurged     int64 `json:"slots_purged"`
 	AppendErrors    int64 `json:"append_errors"`
+	// Refills counts the reads of a slot's records for bodies left in the
+	// journal by its body budget.
+	Refills int64 `json:"refills"`
 }
 
 // Stats asks the router for a snapshot.
@@ -226,6 +233,9 @@ func (s *Scheduler) Stats(timeout time.Duration) (Stats, error) {
 // Resident is the number of entries the loaded slots hold now: a
 // lock-free read for callers that cannot wait on Stats (the simulator).
 func (s *Scheduler) Resident() int64 { return s.env.stats.resident.Load() }
+
+// Refills counts slot refills (Stats.Refills); a lock-free read.
+func (s *Scheduler) Refills() int64 { return s.env.stats.refills.Load() }
 
 // Limited counts the slot steps that stopped firing at a flow limit while
 // messages were still due (Config.MaxPerStep, Config.MaxInFlight): how
@@ -259,7 +269,7 @@ func (s *Scheduler) Stop(timeout time.Duration) error {
 
 type stats struct {
 	resident, scheduled, cancelled, fired, loads, purged, appendErrors atomic.Int64
-	limitedPerStep, limitedInFlight                                    atomic.Int64
+	limitedPerStep, limitedInFlight, refills                           atomic.Int64
 }
 
 func (st *stats) limit(l slot.Limit) {
@@ -287,5 +297,6 @@ func (st *stats) snapshot(active int) Stats {
 		ActiveSlots: active, ResidentEntries: st.resident.Load(),
 		Scheduled: st.scheduled.Load(), Cancelled: st.cancelled.Load(), Fired: st.fired.Load(),
 		SlotLoads: st.loads.Load(), SlotsPurged: st.purged.Load(), AppendErrors: st.appendErrors.Load(),
+		Refills: st.refills.Load(),
 	}
 }

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -448,5 +449,37 @@ func TestStoredMessageFiresWhileAnAppendIsHeld(t *testing.T) {
 	h.releaseCompletions()
 	if r := h.await(cancelled); r.Status != slot.OK || r.Record.State != slot.Cancelled {
 		t.Errorf("cancel = %+v, want cancelled", r)
+	}
+}
+
+// TestBodyBudget: a slot loaded with more body bytes than its budget
+// keeps the rest in the journal and brings them back as they come due;
+// every message is delivered once, in order, with its own body.
+func TestBodyBudget(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.MaxBodyBytes = 40 // about three bodies of "body of mNN"
+	h := newHarness(t, cfg)
+	h.start()
+	at := ms(time.Hour)
+	var want []string
+	for i := range 20 {
+		name := fmt.Sprintf("m%02d", i)
+		h.mustSchedule(name, at.Add(time.Duration(i)*10*time.Millisecond)) // cold: beyond the horizon
+		want = append(want, "body of "+name)
+	}
+	h.man.Set(at.Add(-cfg.Horizon))
+	h.advanceTo(at.Add(time.Second))
+	h.quiet()
+	var got []string
+	h.pub.mu.Lock()
+	for _, d := range h.pub.delivered {
+		got = append(got, string(d.Body))
+	}
+	h.pub.mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("bodies delivered (-want +got):\n%s", diff)
+	}
+	if n := h.stats().Refills; n < 5 {
+		t.Errorf("%d refills for 20 bodies with room for about 3", n)
 	}
 }

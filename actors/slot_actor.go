@@ -107,6 +107,7 @@ func (a *slotActor) load() {
 	core := slot.New(slot.Config{
 		Index: a.index, Width: a.env.widthMs,
 		MaxInFlight: a.env.cfg.MaxInFlight, MaxPerStep: a.env.cfg.MaxPerStep,
+		MaxBodyBytes: a.env.cfg.MaxBodyBytes,
 	})
 	// Streamed a record at a time: a big slot never holds its decoded
 	// events all at once beside the store they are copied into, and its
@@ -146,6 +147,35 @@ func (a *slotActor) step(in slot.Input) {
 	}
 	a.arm(rd.WakeAt, now)
 	a.count(a.core.Len())
+	if rd.Refill {
+		a.refill()
+	}
+}
+
+// refill brings back the bodies of the next cold messages (the slot
+// loaded over its body budget), then ticks the slot to fire them. A
+// failure panics, as a failed load does: the supervisor restarts the
+// actor, which reloads.
+func (a *slotActor) refill() {
+	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
+	defer cancel()
+	a.core.BeginRefill()
+	_, err := a.env.journal.Scan(ctx, a.index, func(events []journal.Event) error {
+		a.core.RefillEvents(events)
+		return nil
+	})
+	missing := a.core.EndRefill()
+	if err == nil && missing > 0 {
+		err = fmt.Errorf("%d bodies not found in the journal", missing)
+	}
+	if err != nil {
+		panic(fmt.Errorf("refill slot %d: %w", a.index, err))
+	}
+	a.env.stats.refills.Add(1)
+	if !a.tickQueue {
+		a.tickQueue = true
+		a.env.system.Root.Send(a.self, &tick{})
+	}
 }
 
 func (a *slotActor) onAppended(m *appended) {

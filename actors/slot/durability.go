@@ -48,7 +48,7 @@ type heldDelivery struct {
 // gate turns one step's effects into what may happen now; persisted says
 // the step was a Persisted, whose releases come first.
 func (d *durability) gate(step Ready, persisted bool) Ready {
-	rd := Ready{WakeAt: step.WakeAt, Limited: step.Limited}
+	rd := Ready{WakeAt: step.WakeAt, Limited: step.Limited, Refill: step.Refill}
 	if persisted {
 		d.persisted(&rd)
 	}

@@ -36,6 +36,13 @@ type Config struct {
 	// MaxPerStep bounds deliveries handed out by one Step, so a burst does
 	// not starve cancels and gets queued behind it.
 	MaxPerStep int
+	// MaxBodyBytes bounds the body bytes a load keeps in memory (0: no
+	// bound). Messages recovered beyond it keep only their entry; their
+	// bodies are brought back from the journal before they fire, the
+	// earliest first (refill.go). Messages scheduled while the slot is in
+	// memory always keep theirs: their Scheduled event may not be durable
+	// yet, so the journal could not give the body back.
+	MaxBodyBytes int
 }
 
 // Default flow limits.
@@ -107,6 +114,10 @@ type Ready struct {
 	// WakeAt is when the slot next needs a Tick (Unix ms; ≤ now means at
 	// once); 0 means no timer: it waits for inputs only.
 	WakeAt int64
+	// Refill says the next due message's body is not in memory: the
+	// caller must run a refill (BeginRefill, the slot's stored events to
+	// RefillEvents, EndRefill) and then Step(Tick).
+	Refill bool
 	// Limited names the flow limit that stopped the last step's firing
 	// while messages were still due: a backlog. Informational (counted in
 	// the scheduler's stats); the caller need do nothing about it, since
@@ -151,6 +162,10 @@ type Slot struct {
 	dur      durability
 	// persisted: the current step was a Persisted input.
 	persisted bool
+	// refill: firing waits for a cold body (Ready.Refill was set); wanted
+	// holds the entries a refill in progress brings back.
+	refill bool
+	wanted map[msgid.ID]int32
 }
 
 // New returns an empty slot.
@@ -163,6 +178,7 @@ func New(cfg Config) *Slot {
 	}
 	s := &Slot{cfg: cfg}
 	s.st.init()
+	s.st.budget = max(cfg.MaxBodyBytes, 0)
 	return s
 }
 
@@ -207,7 +223,8 @@ func (s *Slot) Recover(ev journal.Event) {
 	switch ev.Kind {
 	case journal.Scheduled:
 		if _, ok := s.st.lookup(ev.ID); !ok {
-			s.st.due.append(s.st.add(ev))
+			resident := s.cfg.MaxBodyBytes <= 0 || s.st.live+len(ev.Body) <= s.cfg.MaxBodyBytes
+			s.st.due.append(s.st.add(ev, resident))
 			s.pending++
 		}
 	case journal.Cancelled:
@@ -335,6 +352,10 @@ func (s *Slot) fire(now int64) {
 		if i < 0 || s.st.entries[i].deliverAt > now {
 			return
 		}
+		if e := &s.st.entries[i]; e.state == Pending && e.cold {
+			s.ready.Refill, s.refill = true, true
+			return
+		}
 		s.st.due.pop()
 		e := &s.st.entries[i]
 		if e.state != Pending {
@@ -374,8 +395,8 @@ func (s *Slot) maybeClose(now int64) {
 }
 
 func (s *Slot) wakeAt(now int64) int64 {
-	if s.inFlight >= s.cfg.MaxInFlight {
-		return 0 // confirmations wake it
+	if s.inFlight >= s.cfg.MaxInFlight || s.refill {
+		return 0 // confirmations, or the refill's Tick, wake it
 	}
 	for {
 		i := s.st.due.peek()
@@ -399,7 +420,7 @@ func (s *Slot) add(ev journal.Event) *entry {
 	if e := s.entry(ev.ID); e != nil {
 		return e
 	}
-	i := s.st.add(ev)
+	i := s.st.add(ev, true)
 	s.st.due.push(i)
 	s.pending++
 	return &s.st.entries[i]

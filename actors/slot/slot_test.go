@@ -29,6 +29,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 //	lose          they never do: Abandon, then a new slot recovers from
 //	              what was persisted (as the actor reloads)
 //	restart       a new slot recovers from what was persisted
+//	refill        bring cold bodies back from what was persisted, then tick
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.txt")
 	if err != nil || len(files) == 0 {
@@ -109,6 +110,8 @@ func (sc *script) do(f []string) error {
 				sc.cfg.MaxInFlight = n
 			case "maxperstep":
 				sc.cfg.MaxPerStep = n
+			case "maxbody":
+				sc.cfg.MaxBodyBytes = n
 			default:
 				return fmt.Errorf("unknown config %q", k)
 			}
@@ -128,6 +131,14 @@ func (sc *script) do(f []string) error {
 			sc.printReply(r)
 		}
 		sc.recover()
+		return nil
+	case "refill":
+		sc.s.BeginRefill()
+		sc.s.RefillEvents(sc.persisted)
+		inMem, cold := sc.s.BodyBytes()
+		fmt.Fprintf(&sc.out, "refill: %d missing, %d body bytes in memory, %d cold\n", sc.s.EndRefill(), inMem, cold)
+		sc.s.Step(sc.now, Tick{})
+		sc.print(sc.s.Ready())
 		return nil
 	case "restart":
 		sc.recover()
@@ -248,6 +259,9 @@ func (sc *script) print(rd Ready) {
 		}
 		sort.Strings(keys)
 		fmt.Fprintf(w, "  deliver %s target=%s at=%d body=%q headers=%v\n", sc.name(d.ID), d.Target, d.DeliverAt, d.Body, keys)
+	}
+	if rd.Refill {
+		w.WriteString("  refill needed\n")
 	}
 	if rd.Limited != NoLimit {
 		fmt.Fprintf(w, "  limited %s\n", rd.Limited)

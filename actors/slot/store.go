@@ -24,6 +24,10 @@ type entry struct {
 	chunk     uint32 // the body is chunks[chunk][off : off+n]
 	off, n    uint32
 	state     State
+	// cold: the body (n bytes) is not in the chunks but only in the
+	// journal, because the slot loaded over its body budget; refill
+	// brings it back before the message fires.
+	cold bool
 }
 
 const (
@@ -50,12 +54,17 @@ type store struct {
 	headers []journal.Header
 	chunks  [][]byte
 	open    int // the chunk small bodies go to; -1: none
-	live    int // body bytes of unsettled entries
+	live    int // body bytes of unsettled entries, in the chunks
 	dead    int // body bytes of settled entries still in the chunks
+	cold    int // body bytes of unsettled entries not in memory
 	due     dueHeap
 	// compactMin is the dead body bytes below which the chunks are never
 	// rewritten (a field so tests can lower it).
 	compactMin int
+	// budget is the slot's body budget (Config.MaxBodyBytes; 0: none):
+	// dead bytes above it are rewritten away too, so a replay that settles
+	// many messages keeps its chunks near the budget.
+	budget int
 }
 
 func (st *store) init() {
@@ -91,8 +100,9 @@ func (st *store) lookup(id msgid.ID) (int32, bool) {
 	return i, ok
 }
 
-// add stores a Scheduled event as a pending entry and returns its position.
-func (st *store) add(ev journal.Event) int32 {
+// add stores a Scheduled event as a pending entry and returns its
+// position; without resident, only the body's size is kept (cold).
+func (st *store) add(ev journal.Event, resident bool) int32 {
 	t, ok := st.target[ev.Target]
 	if !ok {
 		t = uint32(len(st.targets))
@@ -104,8 +114,13 @@ func (st *store) add(ev journal.Event) int32 {
 		st.headers = append(st.headers, ev.Header)
 		e.header = uint32(len(st.headers))
 	}
-	e.chunk, e.off, e.n = st.keep(ev.Body)
-	st.live += int(e.n)
+	if resident || len(ev.Body) == 0 {
+		e.chunk, e.off, e.n = st.keep(ev.Body)
+		st.live += int(e.n)
+	} else {
+		e.n, e.cold = uint32(len(ev.Body)), true
+		st.cold += int(e.n)
+	}
 	i := int32(len(st.entries))
 	st.entries = append(st.entries, e)
 	st.index[ev.ID] = i
@@ -160,23 +175,41 @@ func (st *store) drop(e *entry) {
 		st.headers[e.header-1] = nil
 		e.header = 0
 	}
-	st.live -= int(e.n)
-	st.dead += int(e.n)
-	e.chunk, e.off, e.n = 0, 0, 0
+	if e.cold {
+		st.cold -= int(e.n)
+	} else {
+		st.live -= int(e.n)
+		st.dead += int(e.n)
+	}
+	e.chunk, e.off, e.n, e.cold = 0, 0, 0, false
+}
+
+// warm brings a cold entry's body into the chunks.
+func (st *store) warm(e *entry, body []byte) {
+	st.cold -= int(e.n)
+	e.chunk, e.off, e.n = st.keep(body)
+	e.cold = false
+	st.live += int(e.n)
 }
 
 // compact rewrites the chunks with the live bodies only, once the dead
 // bytes are both large and most of the chunks: the copy costs at most a
 // quarter of what it frees, so it is cheap when it happens.
 func (st *store) compact() {
-	if st.dead < st.compactMin || st.dead < 4*st.live {
+	overBudget := st.budget > 0 && st.dead > st.budget
+	if !overBudget && (st.dead < st.compactMin || st.dead < 4*st.live) {
 		return
 	}
+	st.rewrite()
+}
+
+// rewrite copies the live bodies to fresh chunks, dropping the dead ones.
+func (st *store) rewrite() {
 	old := st.chunks
 	st.chunks, st.open, st.live, st.dead = nil, -1, 0, 0
 	for i := range st.entries {
 		e := &st.entries[i]
-		if e.n == 0 {
+		if e.n == 0 || e.cold {
 			continue
 		}
 		body := old[e.chunk][e.off : e.off+e.n]

@@ -56,9 +56,9 @@ func testStore(t *testing.T, reserve bool) {
 	}
 	for i := range events {
 		if i%2 == 0 {
-			st.due.append(st.add(events[i])) // the recovery path
+			st.due.append(st.add(events[i], true)) // the recovery path
 		} else {
-			st.due.push(st.add(events[i]))
+			st.due.push(st.add(events[i], true))
 		}
 	}
 	// Settle five sixths, compacting as Recover does.
@@ -144,7 +144,7 @@ func TestStoreChunksGrowWithBodies(t *testing.T) {
 			small.reserve(10, 10*len(body))
 		}
 		for i := range 10 {
-			small.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body})
+			small.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body}, true)
 		}
 		if got := chunkBytes(&small); got > 4*firstChunk {
 			t.Errorf("reserve %v: 10 bodies of %d bytes take %d bytes of chunks", reserve, len(body), got)
@@ -154,7 +154,7 @@ func TestStoreChunksGrowWithBodies(t *testing.T) {
 	big.init()
 	const n = 100_000
 	for i := range n {
-		big.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body})
+		big.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body}, true)
 	}
 	if got, want := chunkBytes(&big), n*len(body); got > 2*want || len(big.chunks) > want/chunkSize+12 {
 		t.Errorf("%d bytes of bodies: %d chunks of %d bytes in all", want, len(big.chunks), got)
