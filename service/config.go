@@ -26,6 +26,10 @@ type Config struct {
 	SlotWidth time.Duration
 	// Horizon is how long before its start a slot is loaded into memory.
 	Horizon time.Duration
+	// SlotMemory is the body bytes one slot keeps in memory when it loads;
+	// bodies beyond it stay in the journal and are read back as they come
+	// due (actors/slot/refill.go). Negative: no bound.
+	SlotMemory int
 	// SyncAlways makes the embedded server fsync every JetStream write
 	// before acknowledging it, so an acknowledged message survives an OS
 	// crash or power loss. Without it JetStream fsyncs every 2 minutes
@@ -46,6 +50,9 @@ const (
 	DefaultRetention  = 72 * time.Hour
 	DefaultSlotWidth  = time.Minute
 	DefaultHorizon    = 10 * time.Second
+	// DefaultSlotMemory holds a busy minute whole (10,000 messages/s of
+	// 256 B is 154 MiB), so refills happen only for bigger slots.
+	DefaultSlotMemory = 256 << 20
 )
 
 func (c Config) withDefaults() Config {
@@ -69,6 +76,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Horizon <= 0 {
 		c.Horizon = DefaultHorizon
+	}
+	if c.SlotMemory == 0 {
+		c.SlotMemory = DefaultSlotMemory
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

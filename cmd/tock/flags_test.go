@@ -206,6 +206,7 @@ func TestParseServe(t *testing.T) {
 		Retention:  service.DefaultRetention,
 		SlotWidth:  service.DefaultSlotWidth,
 		Horizon:    service.DefaultHorizon,
+		SlotMemory: service.DefaultSlotMemory,
 	}
 	if diff := cmp.Diff(want, o.cfg); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -223,7 +224,7 @@ func TestParseServe(t *testing.T) {
 		"--data", "/var/lib/tock", "--nats-listen", "0.0.0.0:-1", "--max-delay", "30d",
 		"--max-payload", "1MiB", "--retention", "1d12h", "--slot-width", "30s", "--horizon", "2s",
 		"--log-level", "debug", "--log-format", "json", "--pprof", "127.0.0.1:6060", "--shutdown-timeout", "3s",
-		"--sync", "always", "--gc-percent", "150", "--memory-limit", "768MiB",
+		"--sync", "always", "--gc-percent", "150", "--memory-limit", "768MiB", "--slot-memory", "64MiB",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -231,6 +232,7 @@ func TestParseServe(t *testing.T) {
 	want = service.Config{
 		DataDir: "/var/lib/tock", Listen: "0.0.0.0:-1", MaxDelay: 30 * 24 * time.Hour, MaxPayload: 1 << 20,
 		Retention: 36 * time.Hour, SlotWidth: 30 * time.Second, Horizon: 2 * time.Second, SyncAlways: true,
+		SlotMemory: 64 << 20,
 	}
 	if diff := cmp.Diff(want, o.cfg); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
@@ -304,5 +306,17 @@ func TestParseServeErrors(t *testing.T) {
 		if code != 2 || !strings.Contains(errs, tc.want) {
 			t.Errorf("tock serve %q: code %d, stderr %q", tc.args, code, errs)
 		}
+	}
+}
+
+// --slot-memory 0 means no bound, which the service spells as negative
+// (its zero is the default).
+func TestParseServeSlotMemoryUnbounded(t *testing.T) {
+	o, err := parseServe([]string{"--slot-memory", "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.SlotMemory >= 0 {
+		t.Errorf("--slot-memory 0 gave %d, want a negative (no bound)", o.cfg.SlotMemory)
 	}
 }

@@ -59,6 +59,7 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 	fs.Var(newDurationValue(&c.Retention, service.DefaultRetention), "retention", "keep delivered and cancelled messages queryable for this `duration`")
 	fs.Var(newDurationValue(&c.SlotWidth, service.DefaultSlotWidth), "slot-width", "one slot actor owns this `duration` of deliver times")
 	fs.Var(newDurationValue(&c.Horizon, service.DefaultHorizon), "horizon", "load a slot this `duration` before it starts")
+	fs.Var(newBytesValue(&c.SlotMemory, service.DefaultSlotMemory), "slot-memory", "keep at most this `size` of message bodies in memory per loaded slot; the rest are read back from the journal as they come due (0: no bound)")
 	fs.StringVar(&o.sync, "sync", "interval", "when the embedded server fsyncs: `mode` interval (every 2 minutes; survives kill -9) or always (before each acknowledgement; survives power loss)")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go GC target `percent` (GOGC); the GOGC environment variable wins unless this flag is given")
 	fs.Var(newBytesValue(&o.memoryLimit, 0), "memory-limit", "Go's soft memory limit (GOMEMLIMIT) in `size`; 0 for none (default: GOMEMLIMIT if set, else 90% of the cgroup's memory limit if there is one, else none)")
@@ -96,6 +97,12 @@ func parseServe(args []string) (*serveOpts, error) {
 	}
 	if c.MaxPayload <= 0 {
 		return nil, usagef("--max-payload must be positive")
+	}
+	if c.SlotMemory < 0 {
+		return nil, usagef("--slot-memory must not be negative")
+	}
+	if c.SlotMemory == 0 {
+		c.SlotMemory = -1 // no bound (the service's zero means its default)
 	}
 	if o.gcPercent == 0 || o.gcPercent < -1 {
 		return nil, usagef("--gc-percent must be positive, or -1 to turn the GC off")
