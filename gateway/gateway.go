@@ -227,8 +227,20 @@ func (g *Gateway) schedule(req micro.Request, done func(answer)) {
 		done(answer{err: e})
 		return
 	}
-	g.s.Schedule(sr, func(res slot.Result) { done(jsonAnswer(ScheduleReply(res))) })
+	g.s.Schedule(sr, func(res slot.Result) { done(scheduleAnswer(res)) })
 }
+
+// scheduleAnswer is jsonAnswer(ScheduleReply(res)), with an accepted
+// schedule's reply appended by hand (AppendScheduleReply says why).
+func scheduleAnswer(res slot.Result) answer {
+	if res.Status == slot.OK && !res.Record.ID.IsZero() {
+		return answer{body: AppendScheduleReply(make([]byte, 0, scheduleReplySize+len(res.Record.Target)), res.Record)}
+	}
+	return jsonAnswer(ScheduleReply(res))
+}
+
+// scheduleReplySize is an accepted schedule's reply without its target.
+const scheduleReplySize = len(`{"id":"","target":"","deliver_at":""}`) + msgid.Len + len(millisLayout)
 
 func (g *Gateway) cancel(req micro.Request, done func(answer)) {
 	id, e := ParseID(strings.TrimPrefix(req.Subject(), PrefixCancel))

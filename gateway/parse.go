@@ -280,7 +280,8 @@ func CeilMillis(t time.Time) int64 {
 // FormatMillis renders Unix milliseconds as RFC 3339 in UTC with exactly
 // three fraction digits: 2026-11-21T10:05:00.250Z.
 func FormatMillis(ms int64) string {
-	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
+	var buf [len(millisLayout)]byte
+	return string(appendMillis(buf[:0], ms))
 }
 
 func isDigits(s string) bool {

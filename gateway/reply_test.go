@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -128,4 +129,52 @@ func TestErrorBody(t *testing.T) {
 			t.Errorf("ErrorBody(%+v) = %s\nwant %s", tt.e, got, tt.want)
 		}
 	}
+}
+
+// AppendScheduleReply must write exactly what encoding/json writes for
+// ScheduleReply's response: clients see one reply format whichever path
+// built it.
+func TestAppendScheduleReplyMatchesJSON(t *testing.T) {
+	targets := []string{
+		"orders.remind", "a", "x.y.z-1_2", "quote\"d", `back\slash`, "<html>&amp;", "ünï.cödé",
+		"emoji.😀", "line\u2028sep", "bad\xffutf8", "~tilde", "del\x7f", "tab\t", "",
+	}
+	times := []int64{
+		0, 1, 999, 1000, ms("2026-11-21T10:05:00.250Z"), ms("1999-12-31T23:59:59.999Z"),
+		ms("9999-12-31T23:59:59.999Z"), ms("9999-12-31T23:59:59.999Z") + 1, -1, -62167219200001,
+	}
+	for _, target := range targets {
+		for _, at := range times {
+			rec := slot.Record{ID: msgid.New(at, 1<<40+7), Target: target, DeliverAt: at, State: slot.Pending}
+			want, e := ScheduleReply(slot.Result{Status: slot.OK, Record: rec})
+			if e != nil {
+				t.Fatalf("ScheduleReply(%q, %d): %v", target, at, e)
+			}
+			if got, want := string(AppendScheduleReply(nil, rec)), jsonOf(t, want); got != want {
+				t.Errorf("AppendScheduleReply(%q, %d) = %s\nwant %s", target, at, got, want)
+			}
+		}
+	}
+}
+
+func TestFormatMillisMatchesTimeFormat(t *testing.T) {
+	for _, at := range []int64{0, 1, 59_999, 86_399_999, ms("2026-02-28T23:59:59.001Z"), ms("2028-02-29T12:00:00Z"),
+		ms("9999-12-31T23:59:59.999Z"), ms("9999-12-31T23:59:59.999Z") + 1, -1, -62135596800000, -62167219200001} {
+		want := time.UnixMilli(at).UTC().Format(millisLayout)
+		if got := FormatMillis(at); got != want {
+			t.Errorf("FormatMillis(%d) = %q, want %q", at, got, want)
+		}
+	}
+}
+
+func FuzzAppendScheduleReply(f *testing.F) {
+	f.Add("orders.remind", int64(1795255500250))
+	f.Add("<&>\"\\", int64(-1))
+	f.Fuzz(func(t *testing.T, target string, at int64) {
+		rec := slot.Record{ID: msgid.New(at, 3), Target: target, DeliverAt: at}
+		want, _ := ScheduleReply(slot.Result{Status: slot.OK, Record: rec})
+		if got, want := string(AppendScheduleReply(nil, rec)), jsonOf(t, want); got != want {
+			t.Fatalf("AppendScheduleReply(%q, %d) = %s\nwant %s", target, at, got, want)
+		}
+	})
 }

@@ -46,6 +46,10 @@ func (id ID) IsZero() bool { return id == ID{} }
 
 func (id ID) String() string { return enc.EncodeToString(id[:]) }
 
+// Append appends the text form of id to dst: String without its
+// allocation, for replies that are built into one buffer.
+func (id ID) Append(dst []byte) []byte { return enc.AppendEncode(dst, id[:]) }
+
 // Parse reads the text form of an id.
 func Parse(s string) (ID, error) {
 	var id ID
