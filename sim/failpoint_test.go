@@ -37,6 +37,7 @@ func TestFailpointAlone(t *testing.T) {
 		"clockJump":      {"clock-jump"},
 		"loadFail":       {"load-fail"},
 		"publishAckLost": {"publish-ack-lost"},
+		"clockBack":      {"clock-back", "crash", "crash-write-stored", "crash-write-lost"},
 	}
 	for name, kinds := range allowed {
 		t.Run(name, func(t *testing.T) {
@@ -92,9 +93,10 @@ func TestFailpointRates(t *testing.T) {
 	t.Run("off", func(t *testing.T) {
 		enable(t, "appendFail", "return(false)")
 		enable(t, "crash", "off")
+		enable(t, "clockBack", "off") // a restart too
 		rep := run1(t, small(5, true))
 		if rep.Faults["append-lost"] != 0 || rep.Crashes != 0 || rep.Faults["publish-fail"] == 0 {
-			t.Errorf("appendFail and crash off: %v, %d crashes", rep.Faults, rep.Crashes)
+			t.Errorf("appendFail, crash and clockBack off: %v, %d crashes", rep.Faults, rep.Crashes)
 		}
 	})
 }

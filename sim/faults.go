@@ -25,6 +25,7 @@ const (
 	faultCrashWriteStored       // at a crash, an append not yet written reached the store after all
 	faultCrashWriteLost         // at a crash, an append not yet written was lost
 	faultClockJump              // the process pauses: time jumps ahead
+	faultClockBack              // the process restarts with its clock behind: time steps back
 	nFaults
 )
 
@@ -32,7 +33,7 @@ var faultNames = [nFaults]string{
 	faultNone: "none", faultAppendLost: "append-lost", faultAppendAckLost: "append-ack-lost",
 	faultLoadFail: "load-fail", faultPublishFail: "publish-fail", faultPublishAckLost: "publish-ack-lost",
 	faultPublishSlow: "publish-slow", faultCrash: "crash", faultCrashWriteStored: "crash-write-stored",
-	faultCrashWriteLost: "crash-write-lost", faultClockJump: "clock-jump",
+	faultCrashWriteLost: "crash-write-lost", faultClockJump: "clock-jump", faultClockBack: "clock-back",
 }
 
 func (f fault) String() string { return faultNames[f] }
@@ -53,6 +54,7 @@ var faultPoints = [nFaults]string{
 	faultPublishSlow:    "publishSlow",
 	faultCrash:          "crash",
 	faultClockJump:      "clockJump",
+	faultClockBack:      "clockBack",
 }
 
 // Failpoints returns the full names of the simulator's failpoints.
@@ -70,8 +72,9 @@ func Failpoints() []string {
 const perMillion = 1_000_000
 
 // faultRates are per-draw probabilities, in millionths, indexed by fault.
-// Crash and clock jump are planned from the seed (2–6 crashes, 1–3 pauses a
-// run); their rate is the probability that a planned one happens.
+// Crash, clock jump and clock back are planned from the seed (2–6 crashes,
+// 1–3 pauses, 1–2 backward steps a run); their rate is the probability that
+// a planned one happens.
 type faultRates [nFaults]int
 
 // defaultRates apply to a failpoint whose value is return(true) (or just
@@ -85,6 +88,7 @@ var defaultRates = faultRates{
 	faultPublishSlow:    20_000,
 	faultCrash:          perMillion,
 	faultClockJump:      perMillion,
+	faultClockBack:      perMillion,
 }
 
 // exclusive lists fault kinds decided by one draw: their rates must not add

@@ -31,8 +31,9 @@ type simJournal struct {
 	// What Memory holds, kept from the Fail hook's decisions (it alone
 	// decides whether a record is stored), so the checker can ask "is this
 	// event durable?" without reading the journal.
-	scheduled map[msgid.ID]bool
+	scheduled map[msgid.ID]int32 // → the message's op + 1 (0: not stored)
 	cancelled map[msgid.ID]bool
+	maxStamp  uint64        // the largest stamp of a stored id
 	events    map[int64]int // slot → stored events
 	nEvents   int
 
@@ -56,7 +57,7 @@ type pendingWrite struct {
 
 func newSimJournal(s *simulator) *simJournal {
 	j := &simJournal{s: s, mem: journal.NewMemory(),
-		scheduled: map[msgid.ID]bool{}, cancelled: map[msgid.ID]bool{}, events: map[int64]int{},
+		scheduled: map[msgid.ID]int32{}, cancelled: map[msgid.ID]bool{}, events: map[int64]int{},
 		firedAcked: map[msgid.ID]bool{}}
 	j.mem.Complete = func(f func()) { s.queue.push(task{inc: j.completeInc, fn: f}) }
 	j.mem.Fail = j.decide
@@ -82,7 +83,7 @@ func (j *simJournal) decide(slot int64, events []journal.Event) (bool, error) {
 		for _, ev := range events {
 			switch ev.Kind {
 			case journal.Scheduled:
-				j.scheduled[ev.ID] = true
+				j.storeScheduled(ev)
 			case journal.Cancelled:
 				j.cancelled[ev.ID] = true
 			}
@@ -92,6 +93,28 @@ func (j *simJournal) decide(slot int64, events []journal.Event) (bool, error) {
 		j.s.observeStorage()
 	}
 	return store, err
+}
+
+// storeScheduled records a stored Scheduled event and checks that its id
+// is new: not one of another message, and stamped above every id stored
+// before its incarnation started. After a restart with the clock behind
+// (clock-back), only Journal.Newest lifts the stamps of the new
+// incarnation above those of the old; without it, ids repeat once one of
+// the new ones meets an old one's deliver time.
+func (j *simJournal) storeScheduled(ev journal.Event) {
+	op, err := strconv.Atoi(string(ev.Body))
+	if err != nil || op < 0 || op >= len(j.s.ops) {
+		op = -1 // a body of no request: delivered reports it
+	}
+	if prev := j.scheduled[ev.ID]; prev != 0 && int(prev-1) != op {
+		j.s.fail("unique-ids", op, "id %s stored for message %d, already stored for message %d", ev.ID, op, prev-1)
+	}
+	if inc := j.completeInc; inc != nil && ev.ID.Stamp() <= inc.stampFloor && j.scheduled[ev.ID] == 0 {
+		j.s.fail("unique-ids", op, "id %s of incarnation %d has stamp %d, not above the %d of the ids stored before it started: ids can repeat",
+			ev.ID, inc.n, ev.ID.Stamp(), inc.stampFloor)
+	}
+	j.scheduled[ev.ID] = int32(op + 1)
+	j.maxStamp = max(j.maxStamp, ev.ID.Stamp())
 }
 
 func (j *simJournal) Append(slot int64, events []journal.Event, done func(uint64, error)) {

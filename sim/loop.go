@@ -21,6 +21,12 @@ type task struct {
 type incarnation struct {
 	n    int
 	dead bool
+	// lag is how far the incarnation's clock is behind the simulator's
+	// (the true time): the sum of the backward steps before it started.
+	lag time.Duration
+	// stampFloor is the largest stamp of the ids stored before it started:
+	// every id it stamps must be above it, or ids could repeat.
+	stampFloor uint64
 }
 
 // runQueue holds the runnable tasks. Everything enqueues here, also from
@@ -68,15 +74,15 @@ type dispatcher struct {
 func (d *dispatcher) Schedule(fn func()) { d.s.queue.push(task{inc: d.inc, fn: fn}) }
 func (d *dispatcher) Throughput() int    { return 300 }
 
-// incClock is the clock an incarnation sees: clock.Manual's time, with
-// timers that die with the incarnation. A timer due at once is queued as
+// incClock is the clock an incarnation sees: the simulator's time less the
+// incarnation's lag, with timers that die with the incarnation. A timer due at once is queued as
 // a task (clock.Manual would start a goroutine for it).
 type incClock struct {
 	s   *simulator
 	inc *incarnation
 }
 
-func (c *incClock) Now() time.Time { return c.s.clk.Now() }
+func (c *incClock) Now() time.Time { return c.s.clk.Now().Add(-c.inc.lag) }
 
 func (c *incClock) AfterFunc(d time.Duration, f func()) clock.Timer {
 	inc := c.inc

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/journal"
@@ -199,4 +200,31 @@ func TestCheckerBitesAckBeforeAppend(t *testing.T) {
 	cfg := plantedConfig()
 	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return ackFirstJournal{j} }
 	expectCaught(t, cfg, "5-no-false-acks", false, true)
+}
+
+// newestForgettingJournal answers Newest with 0: a restarted scheduler
+// then stamps ids from its clock alone. After a restart with the clock
+// behind (clock-back), its stamps start below those of the ids stored
+// before, and ids can repeat.
+type newestForgettingJournal struct{ journal.Journal }
+
+func (newestForgettingJournal) Newest(context.Context) (int64, error) { return 0, nil }
+
+// TestCheckerBitesForgottenNewest: faults on only, since only faults bring
+// restarts; every faults-on run steps the clock back at least once.
+func TestCheckerBitesForgottenNewest(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return newestForgettingJournal{j} }
+	expectCaught(t, cfg, "unique-ids", true)
+}
+
+// TestClockBack: faults-on runs step the clock back and restart behind
+// the true time, and the real code keeps ids unique across them.
+func TestClockBack(t *testing.T) {
+	for _, seed := range plantedSeeds {
+		rep := run1(t, small(seed, true))
+		if rep.Faults["clock-back"] == 0 || rep.ClockBehind < time.Minute || rep.Crashes < 2 {
+			t.Errorf("seed %d: %d clock-back steps, clock %v behind at the end, %d crashes", seed, rep.Faults["clock-back"], rep.ClockBehind, rep.Crashes)
+		}
+	}
 }

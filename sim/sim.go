@@ -113,6 +113,9 @@ type Report struct {
 	PeakSlots    int   // slots with records in the journal
 	PeakEvents   int   // events in the journal
 	FiredAcked   int   // messages whose Fired event the journal acknowledged
+	// ClockBehind is how far the last incarnation's clock was behind the
+	// true time (the sum of the clock-back steps).
+	ClockBehind time.Duration
 	// Slot steps whose firing stopped at MaxPerStep or MaxInFlight while
 	// messages were due (actors.Scheduler.Limited): the backlog paths ran.
 	LimitedPerStep, LimitedInFlight int64
@@ -323,7 +326,8 @@ type simulator struct {
 	ids       map[[16]byte]int32 // every id answered, → its op
 	wl        map[string]bool
 	faultEnd  int64
-	end       time.Time // the run ends when nothing is runnable and no timer is due by then
+	end       time.Time     // the run ends when nothing is runnable and no timer is due by then
+	lag       time.Duration // how far the machine's clock is behind the true time (clock-back)
 	slack     time.Duration
 	violation *Violation
 	rep       Report
@@ -377,7 +381,7 @@ func run(cfg Config) (Report, error) {
 // startIncarnation starts the real scheduler on the shared journal.
 func (s *simulator) startIncarnation() error {
 	s.incs++
-	inc := &incarnation{n: s.incs}
+	inc := &incarnation{n: s.incs, lag: s.lag, stampFloor: s.j.maxStamp}
 	s.cur = inc
 	var j journal.Journal = s.j
 	if s.cfg.WrapJournal != nil {
@@ -390,7 +394,8 @@ func (s *simulator) startIncarnation() error {
 	}
 	sched, err := actors.Start(context.Background(), actors.Config{
 		SlotWidth: s.cfg.SlotWidth, Horizon: max(s.cfg.Horizon, 0), Retention: s.cfg.Retention,
-		MaxDelay: s.cfg.Span + time.Hour, MaxInFlight: s.cfg.MaxInFlight, MaxPerStep: s.cfg.MaxPerStep,
+		// A clock behind takes deliver times for further ahead than they are.
+		MaxDelay: s.cfg.Span + time.Hour + s.lag, MaxInFlight: s.cfg.MaxInFlight, MaxPerStep: s.cfg.MaxPerStep,
 	}, actors.Deps{
 		Journal: j, Publisher: p, Clock: &incClock{s: s, inc: inc},
 		Dispatcher: &dispatcher{s: s, inc: inc},
@@ -412,11 +417,37 @@ func (s *simulator) crash() {
 	if !s.faults.fire(faultCrash) {
 		return
 	}
+	s.faults.note(faultCrash)
+	s.restart(0)
+}
+
+// clockBack is a crash after which the process restarts with its clock
+// behind the newest stamp stored, by behind: the new incarnation's clock
+// reads earlier than ids already handed out, and only the journal
+// (Newest) keeps its ids above theirs. A second crash follows before the
+// clock has caught up, so the next incarnation must also count the ids the
+// first stamped ahead of its clock.
+func (s *simulator) clockBack(behind, again time.Duration) {
+	if !s.faults.fire(faultClockBack) {
+		return
+	}
+	s.faults.note(faultClockBack)
+	clock := s.nowMs() - s.lag.Milliseconds()
+	newest := int64(s.j.maxStamp >> 20) // the millisecond of the newest stamp
+	s.restart(max(0, time.Duration(clock-newest)*time.Millisecond) + behind)
+	s.at(nil, again, func() {
+		s.faults.note(faultCrash)
+		s.restart(0)
+	})
+}
+
+// restart kills the current incarnation and starts the next one, its
+// clock back further behind the true time.
+func (s *simulator) restart(back time.Duration) {
 	old := s.cur
 	old.dead = true
 	s.countLimited()
 	s.sched = nil
-	s.faults.note(faultCrash)
 	s.rep.Crashes++
 	stored, lost := s.j.crash(old)
 	for range stored {
@@ -425,8 +456,16 @@ func (s *simulator) crash() {
 	for range lost {
 		s.faults.note(faultCrashWriteLost)
 	}
+	if back > 0 {
+		// Everything due from now on happens back later in true time.
+		s.lag += back
+		s.end = s.end.Add(back)
+	}
 	s.extend(s.nowMs())
 	s.hist(-1, "crash of incarnation %d (%d unwritten appends stored, %d lost)", old.n, stored, lost)
+	if back > 0 {
+		s.hist(-1, "the clock steps back %v: incarnation %d starts %v behind the true time", back, s.incs+1, s.lag)
+	}
 	if err := s.startIncarnation(); err != nil {
 		s.fail("recovery", -1, "%s", err.Error())
 	}
@@ -447,9 +486,10 @@ func (s *simulator) at(inc *incarnation, d time.Duration, fn func()) {
 
 func (s *simulator) nowMs() int64 { return s.clk.NowMs() }
 
-// extend makes sure the run lasts until retention ran out after ms.
+// extend makes sure the run lasts until retention ran out after ms (a
+// time of the current incarnation's clock, or the true time: the later).
 func (s *simulator) extend(ms int64) {
-	if e := time.UnixMilli(ms).Add(s.slack); e.After(s.end) {
+	if e := time.UnixMilli(ms).Add(s.lag + s.slack); e.After(s.end) {
 		s.end = e
 	}
 }
@@ -557,6 +597,7 @@ func (s *simulator) summarise() {
 		}
 	}
 	s.rep.FiredAcked = len(s.j.firedAcked)
+	s.rep.ClockBehind = s.lag
 	s.rep.TraceEvents, s.rep.TraceHash = s.trace.n, s.trace.sum()
 }
 

@@ -46,10 +46,11 @@ type op struct {
 	firstAt     int64
 	lastInc     int
 	lastAckLost bool
-	sentInc     int // incarnation the schedule request went to
+	sentInc     int  // incarnation the schedule request went to
+	afterBack   bool // issued right after a clock-back restart, not at issueAt
 }
 
-// plan draws the workload and the crash and clock-jump moments, and arms
+// plan draws the workload and, with faults, the fault moments, and arms
 // their timers; it returns the latest deliver time.
 func (s *simulator) plan(rng *rand.Rand) int64 {
 	kinds := kindsOf(s.cfg.Workload)
@@ -83,33 +84,80 @@ func (s *simulator) plan(rng *rand.Rand) int64 {
 			o.reqAt = o.issueAt - rng.Int64N(int64(time.Hour/time.Millisecond))
 		}
 		maxDeliver = max(maxDeliver, o.reqAt)
+	}
+	if s.cfg.Faults {
+		s.planFaults(rng)
+	}
+	// Armed after the faults, which take some requests over: without
+	// faults in the same order as ever, so ties between them keep it.
+	for i := range s.ops {
+		if s.ops[i].afterBack {
+			continue // issued after the restart, by clockBack
+		}
 		n := i
-		s.clk.AfterFunc(time.Duration(o.issueAt-t0)*time.Millisecond, func() {
+		s.clk.AfterFunc(time.Duration(s.ops[i].issueAt-t0)*time.Millisecond, func() {
 			s.queue.push(task{fn: func() { s.issue(n) }})
 		})
 	}
-	if s.cfg.Faults {
-		for range 2 + rng.IntN(5) {
-			s.clk.AfterFunc(time.Duration(rng.Int64N(span))*time.Millisecond, func() {
-				s.queue.push(task{fn: s.crash})
-			})
-		}
-		for range 1 + rng.IntN(3) {
-			jump := time.Second + time.Duration(rng.Int64N(int64(min(6*time.Hour, s.cfg.Span/4))))
-			s.clk.AfterFunc(time.Duration(rng.Int64N(span))*time.Millisecond, func() {
-				s.queue.push(task{fn: func() {
-					if !s.faults.fire(faultClockJump) {
-						return
-					}
-					s.faults.note(faultClockJump)
-					s.hist(-1, "clock jumps %v", jump)
-					s.clk.Set(s.clk.Now().Add(jump))
-					s.extend(s.nowMs())
-				}})
-			})
-		}
-	}
 	return maxDeliver
+}
+
+// planFaults draws the crash, clock-jump and clock-back moments and arms
+// their timers.
+func (s *simulator) planFaults(rng *rand.Rand) {
+	t0 := start.UnixMilli()
+	span := s.cfg.Span.Milliseconds()
+	for range 2 + rng.IntN(5) {
+		s.clk.AfterFunc(time.Duration(rng.Int64N(span))*time.Millisecond, func() {
+			s.queue.push(task{fn: s.crash})
+		})
+	}
+	for range 1 + rng.IntN(3) {
+		jump := time.Second + time.Duration(rng.Int64N(int64(min(6*time.Hour, s.cfg.Span/4))))
+		s.clk.AfterFunc(time.Duration(rng.Int64N(span))*time.Millisecond, func() {
+			s.queue.push(task{fn: func() {
+				if !s.faults.fire(faultClockJump) {
+					return
+				}
+				s.faults.note(faultClockJump)
+				s.hist(-1, "clock jumps %v", jump)
+				s.clk.Set(s.clk.Now().Add(jump))
+				s.extend(s.nowMs())
+			}})
+		})
+	}
+	for range 1 + rng.IntN(2) {
+		at := time.Duration(rng.Int64N(span)) * time.Millisecond
+		// How far the clock lands behind the newest stamp stored: minutes
+		// to hours (at most a quarter of the span), log-uniform.
+		behind := time.Duration(logUniform(rng, 1, max(1, int(min(6*time.Hour, s.cfg.Span/4)/time.Minute))))*time.Minute +
+			time.Duration(rng.Int64N(60_000))*time.Millisecond
+		again := time.Duration(1+rng.Int64N(behind.Milliseconds())) * time.Millisecond
+		// Three requests come right after the restart, while the clock is
+		// behind the stamps stored before: the ids a forgotten Newest would
+		// repeat. A request moves only if its deliver time stays within the
+		// maximum delay, and only once.
+		var moved []int
+		var delays []time.Duration
+		for range 3 {
+			if len(s.ops) == 0 {
+				break
+			}
+			n, d := rng.IntN(len(s.ops)), time.Duration(1+rng.Int64N(1000))*time.Millisecond
+			if o := &s.ops[n]; !o.afterBack && o.reqAt-(t0+at.Milliseconds()) <= span {
+				o.afterBack = true
+				moved, delays = append(moved, n), append(delays, d)
+			}
+		}
+		s.clk.AfterFunc(at, func() {
+			s.queue.push(task{fn: func() {
+				s.clockBack(behind, again)
+				for i, n := range moved {
+					s.at(nil, delays[i], func() { s.issue(n) })
+				}
+			}})
+		})
+	}
 }
 
 func (s *simulator) issue(n int) {
@@ -143,7 +191,7 @@ func (s *simulator) scheduleReply(n int, r slot.Result) {
 	case slot.OK:
 		o.status = statusOK
 		o.deliverAt = r.Record.DeliverAt
-		if !s.j.scheduled[o.id] {
+		if s.j.scheduled[o.id] == 0 {
 			s.fail("5-no-false-acks", n, "schedule of %s acknowledged but its Scheduled event is not in the journal", o.id)
 			return
 		}
