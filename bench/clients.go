@@ -304,13 +304,31 @@ func createStream(ctx context.Context, nc *nats.Conn, cfg jetstream.StreamConfig
 // readIDs reads every message of stream (filtered to subject) with an
 // ordered consumer and counts the distinct Tock-Id headers and the copies.
 func readIDs(ctx context.Context, nc *nats.Conn, stream, subject string, want uint64) (ids map[msgid.ID]int, total uint64, err error) {
+	res, err := readBack(ctx, nc, stream, subject, want)
+	return res.ids, res.total, err
+}
+
+// readResult is what readBack found in a target stream.
+type readResult struct {
+	ids   map[msgid.ID]int // copies per distinct Tock-Id
+	total uint64           // messages read
+	early int              // copies stored before their Tock-Deliver-At
+	bad   int              // copies without a parsable Tock-Id or Tock-Deliver-At
+}
+
+// readBack reads want messages of stream (filtered to subject) with an
+// ordered consumer: the distinct Tock-Id headers and their copies, and
+// the copies the stream stored (its own timestamp) before their
+// Tock-Deliver-At.
+func readBack(ctx context.Context, nc *nats.Conn, stream, subject string, want uint64) (readResult, error) {
+	res := readResult{ids: make(map[msgid.ID]int, want)}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, 0, err
+		return res, err
 	}
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, 0, fmt.Errorf("stream %s: %w", stream, err)
+		return res, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	cfg := jetstream.OrderedConsumerConfig{}
 	if subject != "" {
@@ -318,27 +336,35 @@ func readIDs(ctx context.Context, nc *nats.Conn, stream, subject string, want ui
 	}
 	cons, err := s.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return nil, 0, fmt.Errorf("ordered consumer on %s: %w", stream, err)
+		return res, fmt.Errorf("ordered consumer on %s: %w", stream, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(10_000))
 	if err != nil {
-		return nil, 0, err
+		return res, err
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	ids = make(map[msgid.ID]int, want)
-	for total < want {
+	for res.total < want {
 		m, err := it.Next()
 		if err != nil {
-			return ids, total, fmt.Errorf("read %s after %d of %d: %w", stream, total, want, err)
+			return res, fmt.Errorf("read %s after %d of %d: %w", stream, res.total, want, err)
 		}
-		total++
-		if k, err := msgid.Parse(m.Headers().Get("Tock-Id")); err == nil {
-			ids[k]++
+		res.total++
+		id, idErr := msgid.Parse(m.Headers().Get("Tock-Id"))
+		due, dueErr := time.Parse(time.RFC3339Nano, m.Headers().Get("Tock-Deliver-At"))
+		md, mdErr := m.Metadata()
+		if idErr == nil {
+			res.ids[id]++
+		}
+		switch {
+		case idErr != nil || dueErr != nil || mdErr != nil:
+			res.bad++
+		case md.Timestamp.Before(due):
+			res.early++
 		}
 	}
-	return ids, total, nil
+	return res, nil
 }
 
 // progressLine prints status() to w every interval until stop is called.

@@ -231,3 +231,80 @@ func TestProducerErrors(t *testing.T) {
 		t.Errorf("error summary %q, want 400×10", s)
 	}
 }
+
+// TestBigloadQuick runs the bigload scenario in quick mode with a small
+// big slot and checks its rows: every neighbour message due during B's
+// load window is counted, nothing is lost or early, and B's deliveries
+// add up to what was accepted.
+func TestBigloadQuick(t *testing.T) {
+	bin := binary(t)
+	o, err := Parse([]string{"--quick", "--scenario", "bigload", "--n", "bigload=3000", "--inflight", "256", "--bin", bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var progress io.Writer = io.Discard
+	if testing.Verbose() {
+		progress = os.Stderr
+	}
+	rep, err := Run(ctx, o, progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Failures) > 0 {
+		t.Errorf("failures: %q", rep.Failures)
+	}
+	value := func(metric string) float64 {
+		for _, r := range rep.Rows {
+			if r.Scenario == "bigload" && r.Metric == metric {
+				if r.Value == nil {
+					t.Errorf("bigload / %s has no value", metric)
+					return -1
+				}
+				if r.Met != "-" {
+					t.Errorf("quick mode asserted a target: %+v", r)
+				}
+				return *r.Value
+			}
+		}
+		t.Errorf("no row bigload / %s", metric)
+		return -1
+	}
+	width, horizon := o.bigloadShape()
+	for _, m := range []string{"neighbour lateness p50", "neighbour lateness p99", "neighbour lateness max", "B load: horizon → get answered", "B accepted/s"} {
+		if v := value(m); v <= 0 {
+			t.Errorf("bigload / %s = %v, want > 0", m, v)
+		}
+	}
+	if p50, max := value("neighbour lateness p50"), value("neighbour lateness max"); p50 > max {
+		t.Errorf("p50 %v above max %v", p50, max)
+	}
+	if v := value("neighbour largest gap beyond schedule"); v > value("neighbour lateness max") {
+		t.Errorf("gap %v above the max lateness", v)
+	}
+	// One message per ms: the window [B's load, B's start) holds one per
+	// ms of the horizon.
+	if got, want := value("neighbour msgs due during B's load window"), float64(horizon.Milliseconds()); got != want {
+		t.Errorf("neighbour msgs in the load window = %v, want %v", got, want)
+	}
+	for _, m := range []string{"neighbour early", "neighbour lost", "B lost", "B early"} {
+		if v := value(m); v != 0 {
+			t.Errorf("bigload / %s = %v, want 0", m, v)
+		}
+	}
+	if v := value("B delivered (unique Tock-Id)"); v != 3000 {
+		t.Errorf("B delivered %v of 3,000", v)
+	}
+	for _, r := range rep.Rows {
+		if r.Metric == "neighbour lost" && r.Note != "of "+groupThousands(width.Milliseconds())+" accepted" {
+			t.Errorf("neighbour accepted: %q, want one per ms of the %v slot", r.Note, width)
+		}
+		if r.Metric == "error" {
+			t.Errorf("scenario error: %s", r.Note)
+		}
+	}
+	if t.Failed() {
+		rep.WriteTable(os.Stderr)
+	}
+}

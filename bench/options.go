@@ -15,17 +15,18 @@ import (
 )
 
 // Scenarios in the order they run.
-var Scenarios = []string{"ingest", "burst", "precision", "capacity", "recovery", "durability"}
+var Scenarios = []string{"ingest", "burst", "precision", "bigload", "capacity", "recovery", "durability"}
 
 // fullSizes and quickSizes are the message counts of each scenario. For
-// precision the count is rate × duration (10,000/s for 60 s; 1,000/s for 5 s).
+// precision the count is rate × duration (10,000/s for 60 s; 1,000/s for 5 s);
+// for bigload it is the big slot's (its neighbour gets one message per ms).
 var (
 	fullSizes = map[string]int{
-		"ingest": 1_000_000, "burst": 1_000_000, "precision": 600_000,
+		"ingest": 1_000_000, "burst": 1_000_000, "precision": 600_000, "bigload": 1_000_000,
 		"capacity": 10_000_000, "recovery": 1_000_000, "durability": 200_000,
 	}
 	quickSizes = map[string]int{
-		"ingest": 20_000, "burst": 20_000, "precision": 5_000,
+		"ingest": 20_000, "burst": 20_000, "precision": 5_000, "bigload": 20_000,
 		"capacity": 100_000, "recovery": 20_000, "durability": 5_000,
 	}
 )
@@ -101,7 +102,7 @@ func newFlagSet(o *Options) (*flag.FlagSet, *flagValues) {
 		o.ServeArgs = append(o.ServeArgs, s)
 		return nil
 	})
-	fs.StringVar(&v.n, "n", "", "override scenario sizes: `name=N,...` (precision: total messages over its fixed duration)")
+	fs.StringVar(&v.n, "n", "", "override scenario sizes: `name=N,...` (precision: total messages over its fixed duration; bigload: the big slot's messages)")
 	return fs, v
 }
 

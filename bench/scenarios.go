@@ -289,6 +289,18 @@ func (a *acceptedSet) add(i int, id msgid.ID, _ time.Time) {
 	a.mu.Unlock()
 }
 
+// first returns the id of the lowest request index accepted.
+func (a *acceptedSet) first() (msgid.ID, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, ok := range a.ok {
+		if ok {
+			return a.ids[i], true
+		}
+	}
+	return msgid.ID{}, false
+}
+
 // missing counts accepted ids that are not in got.
 func (a *acceptedSet) missing(got map[msgid.ID]int) (missing int) {
 	a.mu.Lock()
