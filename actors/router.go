@@ -26,12 +26,13 @@ type (
 		cancel bool
 		reply  func(slot.Result)
 	}
-	// coldDone answers a Scheduled event appended for a slot not in memory.
+	// coldFlush appends the schedules batched for slots not in memory.
+	coldFlush struct{}
+	// coldDone answers the Scheduled events of one cold batch.
 	coldDone struct {
 		index int64
-		ev    journal.Event
+		batch *coldBatch
 		err   error
-		reply func(slot.Result)
 	}
 	// passivate is a slot actor asking to leave memory.
 	passivate struct {
@@ -54,6 +55,13 @@ type (
 	statsReq struct{}
 )
 
+// coldBatch is the schedules for one slot not in memory that the router
+// took since its last coldFlush, appended to the journal as one.
+type coldBatch struct {
+	events  []journal.Event
+	replies []func(slot.Result)
+}
+
 type slotRef struct {
 	pid       *actor.PID
 	forwarded uint64 // commands sent, compared with the actor's count on passivation
@@ -64,7 +72,13 @@ type slotRef struct {
 //   - slots whose start is within the horizon are activated ahead of time
 //     and stay until they are finished;
 //   - a schedule for a slot beyond the horizon is appended to the journal
-//     directly ("cold"): far-future messages cost no memory at all;
+//     directly ("cold"): far-future messages cost no memory at all. Cold
+//     schedules are batched per slot until the coldFlush the first of them
+//     queued behind the router's mailbox, so a burst of them makes one
+//     append, one acknowledgement message and one reply loop per slot
+//     instead of one of each per schedule. Any other message appends the
+//     batches first, so a slot can never be loaded, nor the horizon move,
+//     while one of its schedules waits in a batch.
 //   - cancel and get load the slot they name, which leaves again once idle.
 type router struct {
 	env     *env
@@ -82,17 +96,27 @@ type router struct {
 	self         *actor.PID
 	props        func(index int64, pinned bool) *actor.Props
 	root         *actor.RootContext
+	cold         map[int64]*coldBatch // cold schedules not yet appended, by slot
+	coldOrder    []int64              // the slots of cold, in order of their first schedule
+	coldQueued   bool                 // a coldFlush is in the mailbox
 }
 
 func (r *router) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *scheduleCmd, *coldFlush, *actor.Restarting:
+	default:
+		r.flushCold()
+	}
 	switch m := ctx.Message().(type) {
 	case *actor.Restarting:
 		// protoactor stops every child before restarting a parent, and the
 		// producer hands back this same struct: forget the dead children and
-		// plan again from the journal, exactly as at start.
+		// plan again from the journal, exactly as at start. Batched cold
+		// schedules are dropped unanswered: nothing was promised for them.
 		r.stopTimers()
 		r.active = make(map[int64]*slotRef)
 		r.purges, r.purging = nil, false
+		r.cold, r.coldOrder, r.coldQueued = nil, nil, false
 		r.restarted = true
 	case *actor.Started:
 		r.self = ctx.Self()
@@ -118,6 +142,9 @@ func (r *router) Receive(ctx actor.Context) {
 		r.stopTimers()
 	case *scheduleCmd:
 		r.schedule(ctx, m)
+	case *coldFlush:
+		r.coldQueued = false
+		r.flushCold()
 	case *lookupCmd:
 		r.lookup(ctx, m)
 	case *coldDone:
@@ -168,40 +195,77 @@ func (r *router) schedule(ctx actor.Context, m *scheduleCmd) {
 		r.forward(ctx, r.activate(ctx, idx), in)
 		return
 	}
+	b := r.cold[idx]
+	if b == nil {
+		if r.cold == nil {
+			r.cold = make(map[int64]*coldBatch)
+		}
+		b = &coldBatch{}
+		r.cold[idx] = b
+		r.coldOrder = append(r.coldOrder, idx)
+	}
+	b.events = append(b.events, ev)
+	b.replies = append(b.replies, m.reply)
+	if !r.coldQueued {
+		r.coldQueued = true
+		ctx.Send(r.self, &coldFlush{})
+	}
+}
+
+// flushCold appends every cold batch, each as one append of its slot.
+func (r *router) flushCold() {
+	if len(r.coldOrder) == 0 {
+		return
+	}
 	self, root := r.self, r.root
-	r.env.journal.Append(idx, []journal.Event{ev}, func(_ uint64, err error) {
-		root.Send(self, &coldDone{index: idx, ev: ev, err: err, reply: m.reply})
-	})
+	for _, idx := range r.coldOrder {
+		b := r.cold[idx]
+		r.env.journal.Append(idx, b.events, func(_ uint64, err error) {
+			root.Send(self, &coldDone{index: idx, batch: b, err: err})
+		})
+	}
+	clear(r.cold)
+	r.coldOrder = r.coldOrder[:0]
 }
 
 func (r *router) coldDone(ctx actor.Context, m *coldDone) {
-	rec := slot.Record{ID: m.ev.ID, Target: m.ev.Target, DeliverAt: m.ev.DeliverAt, State: slot.Pending}
 	if m.err != nil {
 		r.env.log.Warn("journal append failed", "slot", m.index, "err", m.err)
 		r.env.stats.appendErrors.Add(1)
-		// The record may be stored all the same (a lost acknowledgement).
+		// The records may be stored all the same (a lost acknowledgement).
 		// If the horizon passed the slot meanwhile and it left memory, it
-		// may have loaded before the record was written: load it again, so
-		// a stored message still fires on time (an empty slot leaves again).
+		// may have loaded before the records were written: load it again,
+		// so a stored message still fires on time (an empty slot leaves
+		// again).
 		if r.active[m.index] == nil && m.index <= r.horizon {
 			r.activate(ctx, m.index)
 		}
-		m.reply(slot.Result{Status: slot.Unavailable, Record: rec})
+		m.batch.answer(slot.Unavailable)
 		return
 	}
-	r.env.stats.count(journal.Scheduled)
 	// The slot may have been loaded while the append was in flight and
-	// missed the event; Adopt is idempotent, so hand it over regardless.
+	// missed the events; Adopt is idempotent, so hand them over regardless.
 	// If the horizon passed the slot meanwhile and it already left memory
 	// (it looked empty), load it again: nothing else ever would.
 	ref := r.active[m.index]
 	if ref == nil && m.index <= r.horizon {
 		ref = r.activate(ctx, m.index)
 	}
-	if ref != nil {
-		r.forward(ctx, ref, slot.Adopt{Event: m.ev})
+	for _, ev := range m.batch.events {
+		r.env.stats.count(journal.Scheduled)
+		if ref != nil {
+			r.forward(ctx, ref, slot.Adopt{Event: ev})
+		}
 	}
-	m.reply(slot.Result{Status: slot.OK, Record: rec})
+	m.batch.answer(slot.OK)
+}
+
+// answer replies to every schedule of b with status st.
+func (b *coldBatch) answer(st slot.Status) {
+	for i, ev := range b.events {
+		rec := slot.Record{ID: ev.ID, Target: ev.Target, DeliverAt: ev.DeliverAt, State: slot.Pending}
+		b.replies[i](slot.Result{Status: st, Record: rec})
+	}
 }
 
 func (r *router) lookup(ctx actor.Context, m *lookupCmd) {
