@@ -95,7 +95,7 @@ func (c *incClock) AfterFunc(d time.Duration, f func()) clock.Timer {
 		}})
 		return t
 	}
-	return c.s.clk.AfterFunc(d, func() {
+	return c.s.clk.afterFunc(inc, d, func() {
 		if !inc.dead {
 			f() // protoactor sends only: this queues the work
 		}
@@ -138,7 +138,8 @@ type simClock struct {
 
 type simTimer struct {
 	c     *simClock
-	at    int64 // ns since base
+	inc   *incarnation // the incarnation it belongs to; nil: the simulator's
+	at    int64        // ns since base
 	order uint64
 	f     func()
 	index int // position in c.timers; -1 once run or stopped
@@ -152,10 +153,38 @@ func (c *simClock) Now() time.Time { return c.base.Add(time.Duration(c.now)) }
 func (c *simClock) NowMs() int64 { return c.base.Add(time.Duration(c.now)).UnixMilli() }
 
 func (c *simClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	return c.afterFunc(nil, d, f)
+}
+
+// afterFunc is AfterFunc for a timer of inc, which drop removes.
+func (c *simClock) afterFunc(inc *incarnation, d time.Duration, f func()) *simTimer {
 	c.created++
-	t := &simTimer{c: c, at: c.now + int64(max(d, 0)), order: c.created, f: f}
+	t := &simTimer{c: c, inc: inc, at: c.now + int64(max(d, 0)), order: c.created, f: f}
 	c.push(t)
 	return t
+}
+
+// drop removes the timers of a crashed incarnation. They would do nothing
+// when due, but until then they hold on to the incarnation's actor system
+// (protoactor's process registry alone is 32,768 maps), which the garbage
+// collector would trace through every cycle for days of virtual time.
+// Only the moments the loop stops at in between change, and nothing runs
+// at them.
+func (c *simClock) drop(inc *incarnation) {
+	live := c.timers[:0]
+	for _, t := range c.timers {
+		if t.inc == inc {
+			t.index = -1
+			continue
+		}
+		t.index = len(live)
+		live = append(live, t)
+	}
+	clear(c.timers[len(live):])
+	c.timers = live
+	for i := len(live)/2 - 1; i >= 0; i-- {
+		c.down(i)
+	}
 }
 
 // NextDeadline is the earliest deadline of the armed timers; false if none.

@@ -446,6 +446,7 @@ func (s *simulator) clockBack(behind, again time.Duration) {
 func (s *simulator) restart(back time.Duration) {
 	old := s.cur
 	old.dead = true
+	s.clk.drop(old)
 	s.countLimited()
 	s.sched = nil
 	s.rep.Crashes++
@@ -477,7 +478,7 @@ func (s *simulator) at(inc *incarnation, d time.Duration, fn func()) {
 		s.queue.push(task{inc: inc, fn: fn})
 		return
 	}
-	s.clk.AfterFunc(d, func() {
+	s.clk.afterFunc(inc, d, func() {
 		if inc == nil || !inc.dead {
 			s.queue.push(task{inc: inc, fn: fn})
 		}
