@@ -42,6 +42,7 @@ type Service struct {
 	lock      *os.File       // flock on the data directory, embedded server only
 	ns        *server.Server // nil with an external server
 	nc        *nats.Conn
+	readNC    *nats.Conn // the journal's reads
 	journal   *natsjournal.Journal
 	publisher *delivery.Publisher
 	scheduler *actors.Scheduler
@@ -74,6 +75,14 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
 	}
+	// Slot loads read on a connection of their own: the server answers a
+	// batched read in the asking connection's turn, and deliveries must not
+	// queue behind a big slot's records.
+	s.readNC, err = nats.Connect(url, nats.Name("tock-journal-reads"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	}
 	if max := int(s.nc.MaxPayload()); cfg.MaxPayload >= max {
 		s.log.Warn("--max-payload is not below the server's max_payload: larger messages get a NATS error instead of 413",
 			"max_payload", cfg.MaxPayload, "server_max_payload", max)
@@ -83,6 +92,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		// Every slot the scheduler loads ahead of time must be open.
 		FineWindow: max(journalFineWindow, 2*cfg.Horizon+cfg.SlotWidth),
 		Logger:     s.log.With("part", "journal"),
+		ReadConn:   s.readNC,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
@@ -193,6 +203,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	if s.nc != nil {
 		s.nc.Close()
+	}
+	if s.readNC != nil {
+		s.readNC.Close()
 	}
 	if s.ns != nil {
 		s.ns.Shutdown()

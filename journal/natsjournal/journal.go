@@ -84,6 +84,12 @@ type Config struct {
 	Now func() time.Time
 	// Logger gets the flusher's warnings. Default: discarded.
 	Logger *slog.Logger
+	// ReadConn, if set, carries the journal's reads (slot scans, subject
+	// listings). The server answers a batched direct get on the connection
+	// that asked, in that connection's turn: a big slot's load on the
+	// connection deliveries use would hold their publishes back behind
+	// megabytes of records. Default: the journal's own connection.
+	ReadConn *nats.Conn
 }
 
 func (c Config) withDefaults(nc *nats.Conn) (Config, error) {
@@ -113,6 +119,9 @@ func (c Config) withDefaults(nc *nats.Conn) (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ReadConn == nil {
+		c.ReadConn = nc
 	}
 	maxPayload := int(nc.MaxPayload())
 	if c.MaxRecordBytes <= 0 {

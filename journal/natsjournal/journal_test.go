@@ -463,3 +463,26 @@ func TestNATSQueueBound(t *testing.T) {
 		t.Errorf("%d of 20 appends of 300 B refused by a 1000 B queue, want most", full)
 	}
 }
+
+// TestNATSReadConn: with a ReadConn, slot reads arrive on it, not on the
+// connection appends (and deliveries) use.
+func TestNATSReadConn(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	nc, rc := connect(t, s), connect(t, s)
+	cfg := testConfig()
+	cfg.ReadConn = rc
+	j := openJournal(t, nc, cfg)
+	want := journaltest.GenEvents(1, 50)
+	journaltest.AppendWait(t, j, 3, want)
+	before, rcBefore := nc.Stats().InMsgs, rc.Stats().InMsgs
+	got, _ := journaltest.Load(t, j, 3)
+	if diff := cmp.Diff(want, got, journaltest.EquateEmpty); diff != "" {
+		t.Fatalf("load (-want +got):\n%s", diff)
+	}
+	if n := nc.Stats().InMsgs - before; n != 0 {
+		t.Errorf("the load brought %d messages on the append connection", n)
+	}
+	if n := rc.Stats().InMsgs - rcBefore; n == 0 {
+		t.Error("the load brought nothing on the read connection")
+	}
+}

@@ -47,7 +47,7 @@ type directGetRequest struct {
 // seen. It asks for records in batches: one round trip per batch instead of
 // one per record, which is what makes a big slot's replay fast.
 func (n *Journal) scan(ctx context.Context, subj string, fn func(seq uint64, data []byte) error) (uint64, error) {
-	sub, err := n.nc.SubscribeSync(n.nc.NewInbox())
+	sub, err := n.cfg.ReadConn.SubscribeSync(n.cfg.ReadConn.NewInbox())
 	if err != nil {
 		return 0, err
 	}
@@ -73,7 +73,7 @@ func (n *Journal) scanBatch(ctx context.Context, sub *nats.Subscription, subj st
 	if err != nil {
 		return false, err
 	}
-	if err := n.nc.PublishRequest(apiDirectGet+n.cfg.Stream, sub.Subject, req); err != nil {
+	if err := n.cfg.ReadConn.PublishRequest(apiDirectGet+n.cfg.Stream, sub.Subject, req); err != nil {
 		return false, err
 	}
 	for {
@@ -183,7 +183,7 @@ func (n *Journal) subjectPage(ctx context.Context, filter string, offset int) (*
 	if err != nil {
 		return nil, err
 	}
-	msg, err := n.nc.RequestWithContext(ctx, apiStreamInfo+n.cfg.Stream, req)
+	msg, err := n.cfg.ReadConn.RequestWithContext(ctx, apiStreamInfo+n.cfg.Stream, req)
 	if err != nil {
 		return nil, err
 	}
