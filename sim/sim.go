@@ -328,6 +328,7 @@ type simulator struct {
 	faultEnd  int64
 	end       time.Time     // the run ends when nothing is runnable and no timer is due by then
 	lag       time.Duration // how far the machine's clock is behind the true time (clock-back)
+	backUntil int64         // true time (ms) the clock will have caught up with the stamps of a clock-back
 	slack     time.Duration
 	violation *Violation
 	rep       Report
@@ -435,6 +436,8 @@ func (s *simulator) clockBack(behind, again time.Duration) {
 	clock := s.nowMs() - s.lag.Milliseconds()
 	newest := int64(s.j.maxStamp >> 20) // the millisecond of the newest stamp
 	s.restart(max(0, time.Duration(clock-newest)*time.Millisecond) + behind)
+	// Until the clock has caught up with the newest stamp, no pause.
+	s.backUntil = max(s.backUntil, s.nowMs()+behind.Milliseconds())
 	s.at(nil, again, func() {
 		s.faults.note(faultCrash)
 		s.restart(0)

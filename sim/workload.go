@@ -114,16 +114,24 @@ func (s *simulator) planFaults(rng *rand.Rand) {
 	}
 	for range 1 + rng.IntN(3) {
 		jump := time.Second + time.Duration(rng.Int64N(int64(min(6*time.Hour, s.cfg.Span/4))))
+		var pause func()
+		pause = func() {
+			if wait := s.backUntil - s.nowMs(); wait > 0 {
+				// A pause would carry the clock past a clock-back's window
+				// (below) before anything is stamped in it: later.
+				s.at(nil, time.Duration(wait)*time.Millisecond, pause)
+				return
+			}
+			if !s.faults.fire(faultClockJump) {
+				return
+			}
+			s.faults.note(faultClockJump)
+			s.hist(-1, "clock jumps %v", jump)
+			s.clk.Set(s.clk.Now().Add(jump))
+			s.extend(s.nowMs())
+		}
 		s.clk.AfterFunc(time.Duration(rng.Int64N(span))*time.Millisecond, func() {
-			s.queue.push(task{fn: func() {
-				if !s.faults.fire(faultClockJump) {
-					return
-				}
-				s.faults.note(faultClockJump)
-				s.hist(-1, "clock jumps %v", jump)
-				s.clk.Set(s.clk.Now().Add(jump))
-				s.extend(s.nowMs())
-			}})
+			s.queue.push(task{fn: pause})
 		})
 	}
 	for range 1 + rng.IntN(2) {
