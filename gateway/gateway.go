@@ -208,7 +208,16 @@ func (g *Gateway) Stop() error {
 type answer struct {
 	body []byte
 	err  *Error
+	// buf, when set, holds body and goes back to replyBufs once the
+	// reply is sent.
+	buf *[]byte
 }
+
+// replyBufs holds the buffers accepted schedules' replies are appended
+// into. Publishing copies a body out at once, so its buffer is free again
+// when send returns; one per schedule was a third of the gateway's
+// allocation in an ingest profile.
+var replyBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func jsonAnswer(v any, e *Error) answer {
 	if e != nil {
@@ -234,13 +243,12 @@ func (g *Gateway) schedule(req micro.Request, done func(answer)) {
 // schedule's reply appended by hand (AppendScheduleReply says why).
 func scheduleAnswer(res slot.Result) answer {
 	if res.Status == slot.OK && !res.Record.ID.IsZero() {
-		return answer{body: AppendScheduleReply(make([]byte, 0, scheduleReplySize+len(res.Record.Target)), res.Record)}
+		buf := replyBufs.Get().(*[]byte)
+		*buf = AppendScheduleReply((*buf)[:0], res.Record)
+		return answer{body: *buf, buf: buf}
 	}
 	return jsonAnswer(ScheduleReply(res))
 }
-
-// scheduleReplySize is an accepted schedule's reply without its target.
-const scheduleReplySize = len(`{"id":"","target":"","deliver_at":""}`) + msgid.Len + len(millisLayout)
 
 func (g *Gateway) cancel(req micro.Request, done func(answer)) {
 	id, e := ParseID(strings.TrimPrefix(req.Subject(), PrefixCancel))
@@ -337,6 +345,9 @@ func (x *exchange) leaveHandler() {
 
 func (x *exchange) send(a answer, inHandler bool) {
 	x.c.inFlight.Add(-1)
+	if a.buf != nil {
+		defer replyBufs.Put(a.buf)
+	}
 	var code string
 	if a.err != nil {
 		code = strconv.Itoa(a.err.Code)
@@ -355,7 +366,7 @@ func (x *exchange) send(a answer, inHandler bool) {
 	case inHandler:
 		err = x.req.Error(code, a.err.Description, ErrorBody(a.err))
 	case a.err == nil:
-		err = x.g.nc.PublishMsg(&nats.Msg{Subject: x.reply, Data: a.body})
+		err = x.g.nc.Publish(x.reply, a.body)
 	default:
 		err = x.g.nc.PublishMsg(&nats.Msg{
 			Subject: x.reply,

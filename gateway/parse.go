@@ -117,6 +117,40 @@ func ParseDelay(v string) (time.Duration, *Error) {
 // no whitespace or control characters, not a $-prefixed system subject
 // and not under tock's own "tock." subjects.
 func ValidateTarget(target string) *Error {
+	if plainTarget(target) {
+		return nil
+	}
+	return validateTarget(target)
+}
+
+// plainTarget reports whether target is tokens of printable ASCII that
+// validateTarget accepts: the common case, checked in one pass over the
+// bytes instead of decoding runes and scanning again for empty tokens
+// (every schedule is validated). Anything else goes to validateTarget,
+// which also says what is wrong.
+func plainTarget(target string) bool {
+	if target == "" || target[0] == '.' || target[0] == '$' || target[len(target)-1] == '.' {
+		return false
+	}
+	dot := false // the previous byte was a dot
+	for i := 0; i < len(target); i++ {
+		switch c := target[i]; {
+		case c <= ' ' || c >= 0x7f || c == '*' || c == '>':
+			return false
+		case c == '.':
+			if dot {
+				return false
+			}
+			dot = true
+		default:
+			dot = false
+		}
+	}
+	first, _, _ := strings.Cut(target, ".")
+	return first != "tock"
+}
+
+func validateTarget(target string) *Error {
 	if target == "" {
 		return errBadTarget(target, "target is empty")
 	}
