@@ -165,7 +165,7 @@ func Start(nc *nats.Conn, s Scheduler, clk clock.Clock, cfg Config, log *slog.Lo
 	g.svc = svc
 	for _, ep := range []struct {
 		name, subject, doc string
-		do                 func(micro.Request, func(answer))
+		do                 func(micro.Request, *exchange)
 	}{
 		{EndpointSchedule, SubjectSchedule, "schedule the request body for delivery to <target>; headers Tock-Deliver-At or Tock-Delay", g.schedule},
 		{EndpointCancel, SubjectCancel, "cancel the pending message <id>", g.cancel},
@@ -230,13 +230,13 @@ func jsonAnswer(v any, e *Error) answer {
 	return answer{body: b}
 }
 
-func (g *Gateway) schedule(req micro.Request, done func(answer)) {
+func (g *Gateway) schedule(req micro.Request, x *exchange) {
 	sr, e := ParseSchedule(req.Subject(), nats.Header(req.Headers()), req.Data(), g.clk.Now(), g.cfg)
 	if e != nil {
-		done(answer{err: e})
+		x.finish(answer{err: e})
 		return
 	}
-	g.s.Schedule(sr, func(res slot.Result) { done(scheduleAnswer(res)) })
+	g.s.Schedule(sr, func(res slot.Result) { x.finish(scheduleAnswer(res)) })
 }
 
 // scheduleAnswer is jsonAnswer(ScheduleReply(res)), with an accepted
@@ -250,27 +250,27 @@ func scheduleAnswer(res slot.Result) answer {
 	return jsonAnswer(ScheduleReply(res))
 }
 
-func (g *Gateway) cancel(req micro.Request, done func(answer)) {
+func (g *Gateway) cancel(req micro.Request, x *exchange) {
 	id, e := ParseID(strings.TrimPrefix(req.Subject(), PrefixCancel))
 	if e != nil {
-		done(answer{err: e})
+		x.finish(answer{err: e})
 		return
 	}
-	g.s.Cancel(id, func(res slot.Result) { done(jsonAnswer(CancelReply(id, res))) })
+	g.s.Cancel(id, func(res slot.Result) { x.finish(jsonAnswer(CancelReply(id, res))) })
 }
 
-func (g *Gateway) get(req micro.Request, done func(answer)) {
+func (g *Gateway) get(req micro.Request, x *exchange) {
 	id, e := ParseID(strings.TrimPrefix(req.Subject(), PrefixGet))
 	if e != nil {
-		done(answer{err: e})
+		x.finish(answer{err: e})
 		return
 	}
-	g.s.Get(id, func(res slot.Result) { done(jsonAnswer(GetReply(id, res))) })
+	g.s.Get(id, func(res slot.Result) { x.finish(jsonAnswer(GetReply(id, res))) })
 }
 
 // handler wraps an endpoint's work so that its request gets exactly one
 // reply, whoever answers, whenever, and even if the work panics.
-func (g *Gateway) handler(c *counters, do func(micro.Request, func(answer))) micro.HandlerFunc {
+func (g *Gateway) handler(c *counters, do func(micro.Request, *exchange)) micro.HandlerFunc {
 	return func(req micro.Request) {
 		x := &exchange{g: g, c: c, req: req, subject: req.Subject(), reply: req.Reply(), inHandler: true}
 		c.inFlight.Add(1)
@@ -287,7 +287,7 @@ func (g *Gateway) handler(c *counters, do func(micro.Request, func(answer))) mic
 				x.finish(answer{err: ShuttingDown()})
 				return
 			}
-			do(req, x.finish)
+			do(req, x) // x itself, not the method value x.finish: one allocation less per request
 		}()
 		x.leaveHandler()
 	}

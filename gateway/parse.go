@@ -199,15 +199,22 @@ func ParseScheduleTo(target string, h map[string][]string, body []byte, now time
 	if e := ValidateTarget(target); e != nil {
 		return actors.ScheduleRequest{}, e
 	}
-	var at, delay []string
+	// How many time header values came, and one of them: any count but
+	// one is an error, so which one is kept does not matter.
+	var nAt, nDelay int
+	var at, delay string
 	var travel journal.Header
 	for k, vs := range h {
 		switch {
 		case strings.EqualFold(k, HeaderDeliverAt):
-			at = append(at, vs...)
+			if nAt += len(vs); len(vs) > 0 {
+				at = vs[0]
+			}
 			continue
 		case strings.EqualFold(k, HeaderDelay):
-			delay = append(delay, vs...)
+			if nDelay += len(vs); len(vs) > 0 {
+				delay = vs[0]
+			}
 			continue
 		}
 		if e := validateHeader(k, vs); e != nil {
@@ -224,32 +231,32 @@ func ParseScheduleTo(target string, h map[string][]string, body []byte, now time
 
 	var deliverAt int64
 	switch {
-	case len(at) == 0 && len(delay) == 0:
+	case nAt == 0 && nDelay == 0:
 		return actors.ScheduleRequest{}, errMissingTime()
-	case len(at) > 0 && len(delay) > 0:
+	case nAt > 0 && nDelay > 0:
 		return actors.ScheduleRequest{}, errBothTimes()
-	case len(at) > 1:
-		return actors.ScheduleRequest{}, errRepeated(HeaderDeliverAt, len(at))
-	case len(delay) > 1:
-		return actors.ScheduleRequest{}, errRepeated(HeaderDelay, len(delay))
-	case len(at) == 1:
-		ms, e := ParseDeliverAt(at[0])
+	case nAt > 1:
+		return actors.ScheduleRequest{}, errRepeated(HeaderDeliverAt, nAt)
+	case nDelay > 1:
+		return actors.ScheduleRequest{}, errRepeated(HeaderDelay, nDelay)
+	case nAt == 1:
+		ms, e := ParseDeliverAt(at)
 		if e != nil {
 			return actors.ScheduleRequest{}, e
 		}
 		// A time within the last partial millisecond of the limit is
 		// fine: compare whole (rounded up) milliseconds.
 		if latest := CeilMillis(now.Add(cfg.MaxDelay)); ms > latest {
-			return actors.ScheduleRequest{}, errDeliverAtTooLate(at[0], latest, cfg.MaxDelay)
+			return actors.ScheduleRequest{}, errDeliverAtTooLate(at, latest, cfg.MaxDelay)
 		}
 		deliverAt = ms
 	default:
-		d, e := ParseDelay(delay[0])
+		d, e := ParseDelay(delay)
 		if e != nil {
 			return actors.ScheduleRequest{}, e
 		}
 		if d > cfg.MaxDelay {
-			return actors.ScheduleRequest{}, errDelayTooLong(delay[0], cfg.MaxDelay)
+			return actors.ScheduleRequest{}, errDelayTooLong(delay, cfg.MaxDelay)
 		}
 		deliverAt = CeilMillis(now.Add(d))
 	}
