@@ -5,7 +5,7 @@
 //	tock cancel   ID
 //	tock get      ID
 //	tock watch    SUBJECT                       print deliveries as they arrive
-//	tock sim      [--seed N] [--messages N] [--span D] [--faults on|off]  simulate
+//	tock sim      [--seed N] [--seeds N] [--parallel K] [--faults on|off] [--swarm on|off] [flags]  simulate
 //	tock bench    (--all | --quick | --scenario LIST) [--json FILE] [flags]  benchmark against references
 //	tock version
 //	tock help     [VERB | all]
@@ -111,12 +111,14 @@ func commands() []*command {
 		},
 		{
 			name:     "sim",
-			synopsis: "[--seed N] [--seeds N] [--messages N] [--span D] [--faults on|off] [--workload MIX]",
+			synopsis: "[--seed N] [--seeds N] [--parallel K] [--messages N] [--span D] [--faults on|off] [--fault-rates NAME=P,...] [--swarm on|off] [flags]",
 			summary:  "run the deterministic simulator: real actors, virtual time, seeded faults",
 			detail: "Runs the scheduler's actors over an in-memory journal and publisher in virtual\n" +
 				"time, drives a seeded workload and seeded faults through them and checks the\n" +
 				"invariants on every step. The same seed replays the same run; a violation\n" +
-				"prints the seed, the invariant, the message's history and how to rerun.",
+				"prints the seed, the invariant, the message's history and how to rerun.\n" +
+				"With --swarm on (the default with faults) each seed also draws its own\n" +
+				"configuration; the report and the rerun line show it. docs/SIMULATION.md.",
 			flags: func() *flag.FlagSet { return simFlags(new(simOpts)) },
 			run:   runSim,
 		},
