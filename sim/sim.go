@@ -58,6 +58,10 @@ type Config struct {
 	// Flow limits of every slot (actors.Config); default the slot
 	// package's, DefaultMaxInFlight and DefaultMaxPerStep.
 	MaxInFlight, MaxPerStep int
+	// SlotMemory is every slot's body budget (actors.Config.MaxBodyBytes):
+	// bodies a load cannot keep are read back before they fire (refills).
+	// Zero: no bound, or drawn with Swarm; negative: no bound.
+	SlotMemory int
 	// Bursts is the number of instants the burst workload's messages are
 	// due at (so its burst size is their number over Bursts); default one
 	// per 2,000 messages, at least one.
@@ -119,6 +123,8 @@ type Report struct {
 	// Slot steps whose firing stopped at MaxPerStep or MaxInFlight while
 	// messages were due (actors.Scheduler.Limited): the backlog paths ran.
 	LimitedPerStep, LimitedInFlight int64
+	// Refills of slots loaded over their body budget (SlotMemory).
+	Refills int64
 
 	Steps       int64 // tasks run
 	VirtualEnd  time.Time
@@ -181,9 +187,9 @@ func (c Config) RerunCommand() string {
 		swarm = "on"
 	}
 	cmd := fmt.Sprintf("go run ./cmd/tock sim --seed %d --messages %d --span %s --faults %s --swarm %s --workload %s "+
-		"--slot-width %s --horizon %s --retention %s --max-in-flight %d --max-per-step %d --bursts %d",
+		"--slot-width %s --horizon %s --retention %s --max-in-flight %d --max-per-step %d --bursts %d --slot-memory %d",
 		c.Seed, c.Messages, c.Span, faults, swarm, strings.Join(c.Workload, ","),
-		c.SlotWidth, max(c.Horizon, 0), c.Retention, c.MaxInFlight, c.MaxPerStep, c.Bursts)
+		c.SlotWidth, max(c.Horizon, 0), c.Retention, c.MaxInFlight, c.MaxPerStep, c.Bursts, max(c.SlotMemory, 0))
 	if r := c.nonDefaultRates(); len(r) > 0 {
 		cmd += " --fault-rates " + FormatFaultRates(r)
 	}
@@ -255,6 +261,9 @@ func (c *Config) normalise() error {
 	}
 	if c.Bursts == 0 {
 		c.Bursts = max(1, c.Messages/2000)
+	}
+	if c.SlotMemory == 0 {
+		c.SlotMemory = -1
 	}
 	if c.MaxInFlight < 0 || c.MaxPerStep < 0 || c.Bursts < 0 {
 		return fmt.Errorf("sim: negative flow limit or burst count")
@@ -397,6 +406,7 @@ func (s *simulator) startIncarnation() error {
 		SlotWidth: s.cfg.SlotWidth, Horizon: max(s.cfg.Horizon, 0), Retention: s.cfg.Retention,
 		// A clock behind takes deliver times for further ahead than they are.
 		MaxDelay: s.cfg.Span + time.Hour + s.lag, MaxInFlight: s.cfg.MaxInFlight, MaxPerStep: s.cfg.MaxPerStep,
+		MaxBodyBytes: max(s.cfg.SlotMemory, 0),
 	}, actors.Deps{
 		Journal: j, Publisher: p, Clock: &incClock{s: s, inc: inc},
 		Dispatcher: &dispatcher{s: s, inc: inc},
@@ -534,6 +544,7 @@ func (s *simulator) countLimited() {
 	perStep, inFlight := s.sched.Limited()
 	s.rep.LimitedPerStep += perStep
 	s.rep.LimitedInFlight += inFlight
+	s.rep.Refills += s.sched.Refills()
 }
 
 func (s *simulator) observeStorage() {

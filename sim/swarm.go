@@ -32,6 +32,7 @@ type swarmDraw struct {
 	bursts      int
 	workload    []string
 	rates       faultRates
+	slotMemory  int // 0: no bound
 }
 
 // drawSwarm draws every value, used or not, in a fixed order, so that
@@ -82,6 +83,13 @@ func drawSwarm(seed uint64, messages int) swarmDraw {
 		default: // a quarter of the default up to four times it
 			d.rates[k] = def << (x - 1) >> 2
 		}
+	}
+	// Drawn last, so the draws before it stay what they were. A third of
+	// the seeds get a body budget of a few bodies to a few thousand (the
+	// simulator's bodies are a few bytes), so slots load over it and the
+	// refill path runs.
+	if rng.IntN(3) == 0 {
+		d.slotMemory = logUniform(rng, 8, 4096)
 	}
 	return d
 }
@@ -135,6 +143,9 @@ func (c *Config) swarm(d swarmDraw) {
 	}
 	if c.Bursts == 0 {
 		c.Bursts = d.bursts
+	}
+	if c.SlotMemory == 0 && d.slotMemory > 0 {
+		c.SlotMemory = d.slotMemory
 	}
 	if len(c.Workload) == 0 {
 		c.Workload = d.workload

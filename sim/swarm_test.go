@@ -11,9 +11,10 @@ func swarmed(seed uint64, faults bool) Config {
 }
 
 // TestSwarmSeeds: swarmed seeds pass, faults on and off, and between them
-// run the backlog paths: steps stopped at each flow limit.
+// run the backlog paths (steps stopped at each flow limit) and the refill
+// path (slots loaded over their body budget).
 func TestSwarmSeeds(t *testing.T) {
-	var perStep, inFlight int64
+	var perStep, inFlight, refills int64
 	widths := map[time.Duration]bool{}
 	for seed := uint64(1); seed <= 12; seed++ {
 		for _, faults := range []bool{false, true} {
@@ -23,6 +24,7 @@ func TestSwarmSeeds(t *testing.T) {
 			}
 			perStep += rep.LimitedPerStep
 			inFlight += rep.LimitedInFlight
+			refills += rep.Refills
 			widths[rep.Config.SlotWidth] = true
 			if !faults && (len(rep.Faults) > 0 || len(rep.Duplicates) > 0) {
 				t.Errorf("seed %d swarmed without faults: faults %v, duplicates %v", seed, rep.Faults, rep.Duplicates)
@@ -31,6 +33,9 @@ func TestSwarmSeeds(t *testing.T) {
 	}
 	if perStep == 0 || inFlight == 0 {
 		t.Errorf("swarmed seeds never hit a flow limit: %d steps at max-per-step, %d at max-in-flight", perStep, inFlight)
+	}
+	if refills == 0 {
+		t.Error("swarmed seeds never refilled a slot loaded over its body budget")
 	}
 	if len(widths) < 6 {
 		t.Errorf("12 seeds drew only the slot widths %v", widths)

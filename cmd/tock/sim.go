@@ -31,6 +31,7 @@ type simOpts struct {
 	retention          time.Duration
 	maxInFlight        int
 	maxPerStep         int
+	slotMemory         int
 	bursts             int
 	cpuProfile         string
 	memProfile         string
@@ -51,6 +52,7 @@ func simFlags(o *simOpts) *flag.FlagSet {
 	fs.Var(newDurationValue(&o.horizon, 10*time.Second), "horizon", "activation `horizon`, 0 for none (drawn with --swarm on unless given)")
 	fs.Var(newDurationValue(&o.retention, 72*time.Hour), "retention", "`retention` of finished slots (drawn with --swarm on unless given)")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", 0, "a slot's unconfirmed deliveries at most, `N` (0: the scheduler's default, or drawn with --swarm on)")
+	fs.IntVar(&o.slotMemory, "slot-memory", 0, "body bytes a loaded slot keeps in memory, `N` (0: no bound, or drawn with --swarm on); bodies beyond it are read back as they come due")
 	fs.IntVar(&o.maxPerStep, "max-per-step", 0, "deliveries a slot hands out per step at most, `N` (0: the scheduler's default, or drawn with --swarm on)")
 	fs.IntVar(&o.bursts, "bursts", 0, "the burst workload's messages are due at `N` instants (0: one per 2,000 messages, or drawn with --swarm on)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the runs to `file` (go tool pprof)")
@@ -91,8 +93,8 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	if err == nil && o.swarm != "on" && o.swarm != "off" {
 		err = usagef("--swarm must be on or off, not %q", o.swarm)
 	}
-	if err == nil && (o.maxInFlight < 0 || o.maxPerStep < 0 || o.bursts < 0 || o.parallel < 0) {
-		err = usagef("--max-in-flight, --max-per-step, --bursts and --parallel must not be negative")
+	if err == nil && (o.maxInFlight < 0 || o.maxPerStep < 0 || o.bursts < 0 || o.parallel < 0 || o.slotMemory < 0) {
+		err = usagef("--max-in-flight, --max-per-step, --bursts, --slot-memory and --parallel must not be negative")
 	}
 	if err == nil && o.seeds == 0 {
 		err = usagef("--seeds must be at least 1")
@@ -117,7 +119,7 @@ func runSim(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	}
 	base := sim.Config{
 		Messages: o.messages, Span: o.span, Faults: o.faults == "on", FaultRates: rates, Swarm: o.swarm == "on",
-		MaxInFlight: o.maxInFlight, MaxPerStep: o.maxPerStep, Bursts: o.bursts,
+		MaxInFlight: o.maxInFlight, MaxPerStep: o.maxPerStep, Bursts: o.bursts, SlotMemory: o.slotMemory,
 	}
 	// Settings not given stay zero: the simulator's default, or drawn
 	// from the seed with --swarm on. A given one is pinned.
@@ -368,14 +370,18 @@ func printSimReport(w io.Writer, r sim.Report, wall time.Duration) {
 	for _, k := range sortedKeys(r.Faults) {
 		fmt.Fprintf(w, "  %s=%d", k, r.Faults[k])
 	}
-	fmt.Fprintf(w, "\n  backlog      %d slot steps stopped at max-per-step, %d at max-in-flight\n", r.LimitedPerStep, r.LimitedInFlight)
+	fmt.Fprintf(w, "\n  backlog      %d slot steps stopped at max-per-step, %d at max-in-flight; %d refills\n", r.LimitedPerStep, r.LimitedInFlight, r.Refills)
 	c := r.Config
 	swarm := ""
 	if c.Swarm {
 		swarm = " (swarm)"
 	}
-	fmt.Fprintf(w, "  config       slot width %v, horizon %v, retention %v, max in flight %d, max per step %d, %d bursts%s\n",
-		c.SlotWidth, max(c.Horizon, 0), c.Retention, c.MaxInFlight, c.MaxPerStep, c.Bursts, swarm)
+	memory := "no bound"
+	if c.SlotMemory > 0 {
+		memory = fmt.Sprintf("%d B", c.SlotMemory)
+	}
+	fmt.Fprintf(w, "  config       slot width %v, horizon %v, retention %v, max in flight %d, max per step %d, %d bursts, slot memory %s%s\n",
+		c.SlotWidth, max(c.Horizon, 0), c.Retention, c.MaxInFlight, c.MaxPerStep, c.Bursts, memory, swarm)
 	fmt.Fprintf(w, "  workload     %s\n", strings.Join(c.Workload, ","))
 	fmt.Fprintf(w, "  rates       ")
 	any := false
