@@ -77,6 +77,35 @@ func FuzzParseDeliverAt(f *testing.F) {
 	})
 }
 
+// parseUTC is ParseDeliverAt's fast path: wherever it answers, the
+// answer must be what the time.Parse path gives.
+func FuzzParseUTC(f *testing.F) {
+	for _, s := range deliverAtSeeds {
+		f.Add(s)
+	}
+	for _, s := range []string{"2026-02-29T00:00:00Z", "2028-02-29T23:59:59.999999999Z", "1970-01-01T00:00:00.0000001Z",
+		"2026-11-21T10:05:00.Z", "2026-11-21T10:05:00.1234567890Z", "+026-11-21T10:05:00Z", "2026-11-21T10:05:00.-1Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		got, ok := parseUTC(v)
+		if !ok {
+			return
+		}
+		tm, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			t.Fatalf("parseUTC(%q) = %d, but time.Parse refuses it: %v", v, got, err)
+		}
+		want := CeilMillis(tm)
+		if subNanos(v) && tm.Nanosecond()%int(time.Millisecond) == 0 {
+			want++
+		}
+		if tm.Before(time.Unix(0, 0)) || got != want {
+			t.Fatalf("parseUTC(%q) = %d, the time.Parse path gives %d (%s)", v, got, want, tm.Format(time.RFC3339Nano))
+		}
+	})
+}
+
 func FuzzParseDelay(f *testing.F) {
 	for _, s := range []string{"", "0", "0s", "-0s", "1500ms", "5m", "24h", "1h30m", "1.5h", "250us", "250µs", "1ns", "-1s", "+5s", "5", "1d", "9999999999999h", "9223372036854775807ns", ".5s", "1e3s"} {
 		f.Add(s)

@@ -55,6 +55,9 @@ func ParseDeliverAt(v string) (int64, *Error) {
 	if v[0] == '-' && isDigits(v[1:]) {
 		return 0, errBadDeliverAt(v, "is before the Unix epoch")
 	}
+	if ms, ok := parseUTC(v); ok {
+		return ms, nil
+	}
 	t, err := time.Parse(time.RFC3339, v)
 	if err != nil {
 		why := "is not " + deliverAtForm
@@ -73,6 +76,58 @@ func ParseDeliverAt(v string) (int64, *Error) {
 		ms++
 	}
 	return ms, nil
+}
+
+// parseUTC reads the common form of a deliver time, UTC with a dot
+// fraction of at most nine digits (2026-11-21T10:05:00.250Z, what
+// RFC3339Nano formatting writes), into Unix milliseconds rounded up; ok
+// is false for anything else, which time.Parse then reads or refuses.
+// time.Parse walks its layout on every call, and every schedule with an
+// absolute time comes through here; a fuzz target checks that the two
+// agree wherever parseUTC answers.
+func parseUTC(v string) (ms int64, ok bool) {
+	const frac = len("2006-01-02T15:04:05")
+	if len(v) < frac+1 || v[len(v)-1] != 'Z' || v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':' {
+		return 0, false
+	}
+	num := func(i, n int) int {
+		x := 0
+		for _, c := range []byte(v[i : i+n]) {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			x = x*10 + int(c-'0')
+		}
+		return x
+	}
+	year, month, day := num(0, 4), num(5, 2), num(8, 2)
+	hour, minute, sec := num(11, 2), num(14, 2), num(17, 2)
+	if year < 1970 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || sec > 59 || hour < 0 || minute < 0 || sec < 0 {
+		return 0, false
+	}
+	if day > time.Date(year, time.Month(month)+1, 0, 0, 0, 0, 0, time.UTC).Day() {
+		return 0, false
+	}
+	nanos := 0
+	switch rest := v[frac : len(v)-1]; {
+	case rest == "":
+	case len(rest) < 2 || len(rest) > 10 || rest[0] != '.':
+		return 0, false
+	default:
+		digits := rest[1:]
+		if nanos = num(frac+1, len(digits)); nanos < 0 {
+			return 0, false
+		}
+		for range 9 - len(digits) {
+			nanos *= 10
+		}
+	}
+	t := time.Date(year, time.Month(month), day, hour, minute, sec, nanos, time.UTC)
+	ms = t.UnixMilli()
+	if nanos%int(time.Millisecond) != 0 {
+		ms++
+	}
+	return ms, true
 }
 
 // subNanos reports whether an RFC 3339 text that time.Parse accepted has

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -523,6 +525,33 @@ func TestHeaderSize(t *testing.T) {
 	} {
 		if got := HeaderSize(tt.h); got != tt.want {
 			t.Errorf("HeaderSize(%v) = %d, want %d", tt.h, got, tt.want)
+		}
+	}
+}
+
+// Deliver times as clients format them take parseUTC's fast path; its
+// answers must equal the time.Parse path's for every fraction length.
+func TestParseUTCMatchesTimeParse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 20000 {
+		ns := rng.Int64N(math.MaxInt64) // 1970 to 2262, any nanosecond
+		switch i % 3 {
+		case 1:
+			ns -= ns % int64(time.Millisecond)
+		case 2:
+			ns -= ns % int64(time.Second)
+		}
+		tm := time.Unix(0, ns).UTC()
+		for _, layout := range []string{time.RFC3339Nano, time.RFC3339, "2006-01-02T15:04:05.000Z", "2006-01-02T15:04:05.000000000Z", "2006-01-02T15:04:05.0Z"} {
+			v := tm.Format(layout)
+			got, ok := parseUTC(v)
+			if !ok {
+				t.Fatalf("parseUTC(%q) declined", v)
+			}
+			pt, err := time.Parse(time.RFC3339, v)
+			if err != nil || got != CeilMillis(pt) {
+				t.Fatalf("parseUTC(%q) = %d, time.Parse path %d (%v)", v, got, CeilMillis(pt), err)
+			}
 		}
 	}
 }
