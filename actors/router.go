@@ -104,10 +104,13 @@ type router struct {
 
 // Reuse of answered cold batches. Grown append by append for every
 // flush, their slices were most of what the router allocated during an
-// ingest; the bounds keep what an idle router holds to about 1.5 MB.
+// ingest. Schedules sent in deliver-time order fill one slot's batch with
+// the whole mailbox (thousands), so a few large batches are kept rather
+// than many small ones; the bounds keep what an idle router holds to
+// about 1.5 MB (96 bytes an entry).
 const (
-	maxColdFree    = 32
-	maxColdFreeCap = 512
+	maxColdFree    = 8
+	maxColdFreeCap = 2048
 )
 
 func (r *router) Receive(ctx actor.Context) {
