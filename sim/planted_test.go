@@ -228,3 +228,17 @@ func TestClockBack(t *testing.T) {
 		}
 	}
 }
+
+// TestClockBackBeforeAnyID: a clock-back before any id was stored steps
+// the clock back by its own amount, not to the epoch (the newest stamp of
+// an empty journal is none, not 0).
+func TestClockBackBeforeAnyID(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		cfg := small(seed, true)
+		cfg.Messages = 0
+		rep := run1(t, cfg)
+		if rep.Faults["clock-back"] == 0 || rep.ClockBehind > cfg.Span || rep.VirtualEnd.After(start.Add(7*24*time.Hour)) {
+			t.Errorf("seed %d: %d clock-backs, clock %v behind, virtual end %v", seed, rep.Faults["clock-back"], rep.ClockBehind, rep.VirtualEnd)
+		}
+	}
+}

@@ -444,7 +444,10 @@ func (s *simulator) clockBack(behind, again time.Duration) {
 	}
 	s.faults.note(faultClockBack)
 	clock := s.nowMs() - s.lag.Milliseconds()
-	newest := int64(s.j.maxStamp >> 20) // the millisecond of the newest stamp
+	newest := clock // with no id stored yet, behind the clock
+	if s.j.maxStamp != 0 {
+		newest = int64(s.j.maxStamp >> 20) // the millisecond of the newest stamp
+	}
 	s.restart(max(0, time.Duration(clock-newest)*time.Millisecond) + behind)
 	// Until the clock has caught up with the newest stamp, no pause.
 	s.backUntil = max(s.backUntil, s.nowMs()+behind.Milliseconds())
