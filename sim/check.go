@@ -37,7 +37,8 @@ func (s *simulator) handedOut(d slot.Delivery) {
 
 // delivered is called by the publisher for every attempt that reached the
 // target; ackLost says its confirmation will be lost (a retry follows).
-func (s *simulator) delivered(inc *incarnation, d slot.Delivery, ackLost bool) {
+func (s *simulator) delivered(h handOut, ackLost bool) {
+	inc, d := h.inc, h.d
 	now := s.nowMs()
 	s.rep.Deliveries++
 	s.trace.event(evDelivery, now, d.ID, uint64(inc.n))
@@ -61,7 +62,12 @@ func (s *simulator) delivered(inc *incarnation, d slot.Delivery, ackLost bool) {
 			d.ID, d.Target, fmtMs(d.DeliverAt), o.id, kindTargets[o.kind])
 		return
 	}
-	if o.cancel == uint8(slot.OK) {
+	// A hand-out after the cancel was acknowledged must never reach the
+	// target. One from before (an attempt retried after a lost
+	// confirmation) may, if a fault made the cancel succeed although
+	// firing had begun; cancelReply counts that as cancel-ok-after-fire,
+	// and without faults fails it.
+	if o.cancel == uint8(slot.OK) && h.at >= o.cancelAck {
 		s.fail("4-cancel-wins", n, "%s delivered after its cancel was acknowledged", d.ID)
 		return
 	}

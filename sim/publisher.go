@@ -17,29 +17,40 @@ type publisher struct {
 func (p *publisher) Publish(d slot.Delivery, done func()) {
 	p.s.guard(func() {
 		p.s.handedOut(d)
-		p.attempt(p.s.cur, d, done, 10*time.Millisecond)
+		h := handOut{inc: p.s.cur, d: d, done: done, at: p.s.trace.n}
+		p.attempt(h, 10*time.Millisecond)
 	})
 }
 
-func (p *publisher) attempt(inc *incarnation, d slot.Delivery, done func(), backoff time.Duration) {
+// handOut is one Publish call and its retries: the same delivery, at least
+// once. at is the trace position when it was handed out, so a check can
+// tell a retry of an earlier hand-out from a new one.
+type handOut struct {
+	inc  *incarnation
+	d    slot.Delivery
+	done func()
+	at   uint64
+}
+
+func (p *publisher) attempt(h handOut, backoff time.Duration) {
 	s := p.s
 	switch s.faults.draw(faultPublishFail, faultPublishAckLost, faultPublishSlow) {
 	case faultPublishFail:
-		p.retryLater(inc, d, done, backoff)
+		p.retryLater(h, backoff)
 	case faultPublishAckLost:
-		s.delivered(inc, d, true)
-		p.retryLater(inc, d, done, backoff)
+		s.delivered(h, true)
+		p.retryLater(h, backoff)
 	case faultPublishSlow:
-		s.delivered(inc, d, false)
+		s.delivered(h, false)
 		delay := time.Duration(1+s.frng.IntN(2000)) * time.Millisecond
-		s.at(inc, delay, done)
+		s.at(h.inc, delay, h.done)
 	default:
-		s.delivered(inc, d, false)
-		s.queue.push(task{inc: inc, fn: done})
+		s.delivered(h, false)
+		s.queue.push(task{inc: h.inc, fn: h.done})
 	}
 }
 
-func (p *publisher) retryLater(inc *incarnation, d slot.Delivery, done func(), backoff time.Duration) {
+func (p *publisher) retryLater(h handOut, backoff time.Duration) {
 	next := min(2*backoff, 5*time.Second)
-	p.s.at(inc, backoff, func() { p.attempt(inc, d, done, next) })
+	p.s.at(h.inc, backoff, func() { p.attempt(h, next) })
 }

@@ -192,3 +192,19 @@ func TestSweep(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryAfterOKCancel pins a false alarm the swarm found: a publish
+// handed out before a cancel, retried after a failed attempt, reached the
+// target after a reload (a lost append acknowledgement) had let the cancel
+// succeed. That retry is the delivery that began before the cancel
+// (cancel-ok-after-fire), not one after it: 4-cancel-wins flags only
+// hand-outs after the cancel's answer. Seed 29000493 of a CI sweep.
+func TestRetryAfterOKCancel(t *testing.T) {
+	cfg := Config{Seed: 29000493, Messages: 1000, Span: 24 * time.Hour, Faults: true, Swarm: true,
+		Workload:  []string{"burst", "long", "past", "cancel", "retention"},
+		SlotWidth: 8*time.Minute + 40*time.Second, Horizon: 2*time.Minute + 42094*time.Millisecond, Retention: 5 * time.Minute,
+		MaxInFlight: 46, MaxPerStep: 1, Bursts: 14, SlotMemory: 1 << 30,
+		FaultRates: map[string]float64{"appendFail": 0.0025, "appendAckLost": 0.04, "loadFail": 0.0025, "publishFail": 0.08, "publishSlow": 0.005, "clockJump": 0.5}}
+	rep := run1(t, cfg)
+	t.Logf("cancels %v", rep.Cancels)
+}

@@ -38,8 +38,7 @@ type op struct {
 	reqAt     int64 // requested deliver time
 	id        msgid.ID
 	deliverAt int64  // the accepted deliver time (from the ack)
-	cancelAt  uint64 // trace position of the cancel request
-	cancelAck uint64 // trace position of an OK cancel's answer
+	cancelAck uint64 // trace position just after an OK cancel's answer
 	// deliveries
 	deliveries  int32 // attempts that reached the target
 	handedOut   int32 // Publish calls: firing began
@@ -244,7 +243,6 @@ func (s *simulator) sendCancel(n int) {
 	o := &s.ops[n]
 	o.cancelQd = true
 	s.trace.event(evCancelRequest, s.nowMs(), o.id, uint64(n))
-	o.cancelAt = s.trace.n
 	s.hist(n, "cancel requested by incarnation %d", s.cur.n)
 	replied := false
 	s.sched.Cancel(o.id, func(r slot.Result) { s.guard(func() { s.cancelReply(n, r, &replied) }) })
