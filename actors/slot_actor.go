@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -43,8 +44,9 @@ type slotActor struct {
 	self  *actor.PID
 	core  *slot.Slot
 
-	appending bool   // an append is in flight (the core hands out one at a time)
-	lastSeq   uint64 // sequence of the slot's last stored record
+	appending   bool   // an append is in flight (the core hands out one at a time)
+	refillFails int    // failed refills in a row, for the back-off
+	lastSeq     uint64 // sequence of the slot's last stored record
 
 	timer     clock.Timer
 	timerAt   int64
@@ -112,10 +114,12 @@ func (a *slotActor) load() {
 	// Streamed a record at a time: a big slot never holds its decoded
 	// events all at once beside the store they are copied into, and its
 	// load makes no more garbage than one record's worth at a time.
+	var y yielder
 	seq, err := a.env.journal.Scan(ctx, a.index, func(events []journal.Event) error {
 		for i := range events {
 			core.Recover(events[i])
 		}
+		y.done(len(events))
 		return nil
 	})
 	if err != nil {
@@ -125,6 +129,27 @@ func (a *slotActor) load() {
 	a.lastSeq = seq
 	a.appending = false
 	a.env.stats.loads.Add(1)
+}
+
+// yielder lets other goroutines run every yieldEvery events of a load. A
+// big slot's load is a long CPU-bound loop; on a small machine the slot
+// firing next door would otherwise wait for the scheduler's preemption
+// (about 10 ms) to get a CPU, or to have its timer run.
+type yielder struct{ n int }
+
+const yieldEvery = 512
+
+// Back-off of failed refills.
+const (
+	refillRetry    = 100 * time.Millisecond
+	refillRetryMax = 5 * time.Second
+)
+
+func (y *yielder) done(events int) {
+	if y.n += events; y.n >= yieldEvery {
+		y.n = 0
+		runtime.Gosched()
+	}
 }
 
 func (a *slotActor) now() int64 { return clock.Millis(a.env.clock.Now()) }
@@ -153,15 +178,16 @@ func (a *slotActor) step(in slot.Input) {
 }
 
 // refill brings back the bodies of the next cold messages (the slot
-// loaded over its body budget), then ticks the slot to fire them. A
-// failure panics, as a failed load does: the supervisor restarts the
-// actor, which reloads.
+// loaded over its body budget), then ticks the slot to fire them; a
+// failed read is retried with back-off.
 func (a *slotActor) refill() {
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
 	a.core.BeginRefill()
+	var y yielder
 	_, err := a.env.journal.Scan(ctx, a.index, func(events []journal.Event) error {
 		a.core.RefillEvents(events)
+		y.done(len(events))
 		return nil
 	})
 	missing := a.core.EndRefill()
@@ -169,8 +195,17 @@ func (a *slotActor) refill() {
 		err = fmt.Errorf("%d bodies not found in the journal", missing)
 	}
 	if err != nil {
-		panic(fmt.Errorf("refill slot %d: %w", a.index, err))
+		// Not a panic, as a failed load is: an append or deliveries may be
+		// in flight, and a restarted actor would lose track of them (and
+		// of the replies it holds). Firing waits, and tries again later.
+		a.refillFails++
+		wait := min(refillRetry<<min(a.refillFails-1, 6), refillRetryMax)
+		a.env.log.Warn("slot refill failed; retrying", "slot", a.index, "in", wait, "err", err)
+		self, root := a.self, a.env.system.Root
+		a.env.clock.AfterFunc(wait, func() { root.Send(self, &tick{}) })
+		return
 	}
+	a.refillFails = 0
 	a.env.stats.refills.Add(1)
 	if !a.tickQueue {
 		a.tickQueue = true

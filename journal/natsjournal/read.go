@@ -29,10 +29,12 @@ const (
 
 const (
 	// scanBatch and scanMaxBytes size one batched direct get: enough to
-	// amortize the round trip, small enough for the subscription's
+	// amortize the round trip, small enough that the server's goroutine
+	// producing it does not hold a CPU for long (a slot loading next to
+	// one that fires on 2 cores), and well within the subscription's
 	// pending limits (64 MiB by default).
-	scanBatch    = 1024
-	scanMaxBytes = 8 << 20
+	scanBatch    = 256
+	scanMaxBytes = 2 << 20
 )
 
 // directGetRequest is the server's JSApiMsgGetRequest, batch form.
