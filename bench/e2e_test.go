@@ -118,25 +118,8 @@ func TestNativeScheduleFires(t *testing.T) {
 // journal-shrink wait follows the one-minute slot) at tiny sizes against
 // the real binary and checks the rows are there and sane.
 func TestQuickRun(t *testing.T) {
-	bin := binary(t)
-	o, err := Parse([]string{"--quick", "--scenario", "ingest,precision,capacity,recovery,durability",
-		"--n", "ingest=3000,precision=1000,capacity=5000,recovery=2000,durability=1000", "--inflight", "256", "--bin", bin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var progress io.Writer = io.Discard
-	if testing.Verbose() {
-		progress = os.Stderr
-	}
-	rep, err := Run(ctx, o, progress)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Failures) > 0 {
-		t.Errorf("failures: %q", rep.Failures)
-	}
+	rep, _ := runQuick(t, "--scenario", "ingest,precision,capacity,recovery,durability",
+		"--n", "ingest=3000,precision=1000,capacity=5000,recovery=2000,durability=1000")
 	find := func(scenario, metric, ref string) *Row {
 		for i, r := range rep.Rows {
 			if r.Scenario == scenario && r.Metric == metric && strings.HasPrefix(r.RefName, ref) {
@@ -237,24 +220,7 @@ func TestProducerErrors(t *testing.T) {
 // load window is counted, nothing is lost or early, and B's deliveries
 // add up to what was accepted.
 func TestBigloadQuick(t *testing.T) {
-	bin := binary(t)
-	o, err := Parse([]string{"--quick", "--scenario", "bigload", "--n", "bigload=3000", "--inflight", "256", "--bin", bin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var progress io.Writer = io.Discard
-	if testing.Verbose() {
-		progress = os.Stderr
-	}
-	rep, err := Run(ctx, o, progress)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Failures) > 0 {
-		t.Errorf("failures: %q", rep.Failures)
-	}
+	rep, o := runQuick(t, "--scenario", "bigload", "--n", "bigload=3000")
 	value := func(metric string) float64 {
 		for _, r := range rep.Rows {
 			if r.Scenario == "bigload" && r.Metric == metric {
@@ -307,4 +273,29 @@ func TestBigloadQuick(t *testing.T) {
 	if t.Failed() {
 		rep.WriteTable(os.Stderr)
 	}
+}
+
+// runQuick runs the suite in quick mode against the real binary with
+// args, 256 requests in flight, and fails t on an error or a failure row;
+// it returns the report and the options it ran with.
+func runQuick(t *testing.T, args ...string) (*Report, *Options) {
+	t.Helper()
+	o, err := Parse(append([]string{"--quick", "--inflight", "256", "--bin", binary(t)}, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var progress io.Writer = io.Discard
+	if testing.Verbose() {
+		progress = os.Stderr
+	}
+	rep, err := Run(ctx, o, progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Failures) > 0 {
+		t.Errorf("failures: %q", rep.Failures)
+	}
+	return rep, o
 }
