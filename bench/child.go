@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,10 +21,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
+	"github.com/nats-io/nats.go/micro"
 
-// journalStream is tock's journal; its size is the storage figure.
-const journalStream = "TOCK_JOURNAL"
+	"github.com/tockd/tock/gateway"
+)
 
 // child is one `tock serve` process.
 type child struct {
@@ -293,6 +294,25 @@ func (c *child) rss() (int64, error) {
 		return 0, fmt.Errorf("VmRSS %q: %w", v, err)
 	}
 	return n * 1024, nil
+}
+
+// journalState returns the size of tock's journal, which lives in tock's
+// private account: clients learn it from tock.status.
+func journalState(ctx context.Context, nc *nats.Conn) (jetstream.StreamState, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	m, err := nc.RequestWithContext(ctx, gateway.SubjectStatus, nil)
+	if err != nil {
+		return jetstream.StreamState{}, fmt.Errorf("tock status: %w", err)
+	}
+	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return jetstream.StreamState{}, fmt.Errorf("tock status: error %s: %s", code, m.Header.Get(micro.ErrorHeader))
+	}
+	var st gateway.StatusResponse
+	if err := json.Unmarshal(m.Data, &st); err != nil {
+		return jetstream.StreamState{}, fmt.Errorf("tock status: %w", err)
+	}
+	return jetstream.StreamState{Msgs: st.Journal.Messages, Bytes: st.Journal.Bytes, NumSubjects: st.Journal.Subjects}, nil
 }
 
 // streamState returns the state of a stream on nc.

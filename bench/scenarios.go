@@ -107,7 +107,7 @@ func (r *runner) ingest(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
-	st, err := streamState(ctx, nc, journalStream)
+	st, err := journalState(ctx, nc)
 	nc.Close()
 	if err != nil {
 		return fmt.Errorf("ingest: journal: %w", err)
@@ -323,7 +323,7 @@ type shrinkResult struct {
 // starts from the later of the last delivery and the slot's end, plus
 // retention, and gives up 60 s after that.
 func watchShrink(ctx context.Context, nc *nats.Conn, T, last time.Time, retention time.Duration, peak *int64) shrinkResult {
-	if st, err := streamState(ctx, nc, journalStream); err == nil {
+	if st, err := journalState(ctx, nc); err == nil {
 		*peak = max(*peak, int64(st.Bytes))
 	}
 	from := T.Truncate(time.Minute).Add(time.Minute)
@@ -333,7 +333,7 @@ func watchShrink(ctx context.Context, nc *nats.Conn, T, last time.Time, retentio
 	from = from.Add(retention)
 	res := shrinkResult{after: -1, from: from}
 	for deadline := from.Add(60 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
-		if st, err := streamState(ctx, nc, journalStream); err == nil {
+		if st, err := journalState(ctx, nc); err == nil {
 			res.after = int64(st.Bytes)
 			if res.after <= *peak/10 {
 				res.at = time.Now()
@@ -366,7 +366,7 @@ func (r *runner) burst(ctx context.Context) error {
 	}
 	accepted := uint64(p.accepted.Load())
 	peak := int64(0)
-	if st, err := streamState(ctx, nc, journalStream); err == nil {
+	if st, err := journalState(ctx, nc); err == nil {
 		peak = int64(st.Bytes)
 	}
 	expected := time.Duration(float64(n) / 60_000 * float64(time.Second))
@@ -741,7 +741,7 @@ func (r *runner) capacity(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("capacity: %w", err)
 	}
-	st, err := streamState(ctx, nc, journalStream)
+	st, err := journalState(ctx, nc)
 	nc.Close()
 	if err != nil {
 		return fmt.Errorf("capacity: journal: %w", err)

@@ -12,8 +12,20 @@ import (
 type Config struct {
 	// DataDir holds the embedded server's JetStream store. Ignored with NATSURL.
 	DataDir string
-	// Listen is the embedded server's client address, HOST:PORT; port -1 picks a free one.
+	// Listen is the embedded server's client address, HOST:PORT; port -1
+	// picks a free one. Empty: NATSConfig's listen address, else DefaultListen.
 	Listen string
+	// NATSConfig is a nats-server configuration file for the embedded
+	// server (users, permissions, TLS, limits); tock adds its private
+	// account on top (service/accounts.go). Ignored with NATSURL.
+	NATSConfig string
+	// AppAccount is the account of NATSConfig whose clients use tock and
+	// receive its deliveries. Empty: the account of no_auth_user if the
+	// file sets one, else the global account.
+	AppAccount string
+	// Insecure lets the embedded server accept clients without
+	// credentials on a non-loopback address.
+	Insecure bool
 	// NATSURL, when set, uses that JetStream-enabled server instead of embedding one.
 	NATSURL string
 	// MaxDelay bounds how far ahead a message may be scheduled.
@@ -59,7 +71,7 @@ func (c Config) withDefaults() Config {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
 	}
-	if c.Listen == "" {
+	if c.Listen == "" && c.NATSConfig == "" {
 		c.Listen = DefaultListen
 	}
 	if c.MaxDelay <= 0 {

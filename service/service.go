@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -43,6 +42,7 @@ type Service struct {
 	ns        *server.Server // nil with an external server
 	nc        *nats.Conn
 	readNC    *nats.Conn // the journal's reads
+	deliverNC *nats.Conn // deliveries: the application account (nc with an external server)
 	journal   *natsjournal.Journal
 	publisher *delivery.Publisher
 	scheduler *actors.Scheduler
@@ -59,29 +59,58 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		}
 	}()
 	url := cfg.NATSURL
+	var private, app []nats.Option // how tock authenticates to the embedded server
 	if url == "" {
 		if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, err
 		}
-		if s.ns, err = startServer(cfg); err != nil {
+		var e *embedded
+		if e, err = embeddedOptions(cfg); err != nil {
+			return nil, err
+		}
+		var moved bool
+		if moved, err = migrateJournalAccount(cfg.DataDir, natsjournal.DefaultStream); err != nil {
+			return nil, err
+		}
+		if moved {
+			s.log.Info("moved the journal into tock's private account", "account", TockAccount)
+		}
+		if s.ns, err = startServer(e, cfg.Logger); err != nil {
+			return nil, err
+		}
+		if err := e.connectAccounts(s.ns, gateway.RequestSubjects()); err != nil {
 			return nil, err
 		}
 		url = s.ns.ClientURL()
+		private = []nats.Option{e.private.option()}
+		app = []nats.Option{e.app.option(), nats.CustomInboxPrefix(inboxPrefix)}
 	}
-	s.nc, err = nats.Connect(url, nats.Name("tock"), nats.MaxReconnects(-1),
-		// No reconnect buffer: a journal append reported failed must not be
-		// written later from a buffer, after the slot reloaded without it.
-		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	conn := func(name string, auth []nats.Option, extra ...nats.Option) (*nats.Conn, error) {
+		opts := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, auth...)
+		nc, err := nats.Connect(url, append(opts, extra...)...)
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %w", url, err)
+		}
+		return nc, nil
+	}
+	// No reconnect buffer: a journal append reported failed must not be
+	// written later from a buffer, after the slot reloaded without it.
+	if s.nc, err = conn("tock", private, nats.ReconnectBufSize(-1)); err != nil {
+		return nil, err
 	}
 	// Slot loads read on a connection of their own: the server answers a
 	// batched read in the asking connection's turn, and deliveries must not
 	// queue behind a big slot's records.
-	s.readNC, err = nats.Connect(url, nats.Name("tock-journal-reads"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	if s.readNC, err = conn("tock-journal-reads", private); err != nil {
+		return nil, err
+	}
+	// Deliveries go out in the application account, where the targets
+	// are; with an external server everything shares tock's one account.
+	s.deliverNC = s.nc
+	if s.ns != nil {
+		if s.deliverNC, err = conn("tock-deliveries", app); err != nil {
+			return nil, err
+		}
 	}
 	if max := int(s.nc.MaxPayload()); cfg.MaxPayload >= max {
 		s.log.Warn("--max-payload is not below the server's max_payload: larger messages get a NATS error instead of 413",
@@ -98,7 +127,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	clk := clock.Real{}
-	s.publisher, err = delivery.New(s.nc, clk, delivery.Config{}, s.log.With("part", "delivery"))
+	s.publisher, err = delivery.New(s.deliverNC, clk, delivery.Config{}, s.log.With("part", "delivery"))
 	if err != nil {
 		return nil, fmt.Errorf("start publisher: %w", err)
 	}
@@ -115,33 +144,19 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start gateway: %w", err)
 	}
+	if err := s.gateway.AddStatus(s.status); err != nil {
+		return nil, fmt.Errorf("start gateway: %w", err)
+	}
 	return s, nil
 }
 
-func startServer(cfg Config) (*server.Server, error) {
-	host, portText, err := net.SplitHostPort(cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("--nats-listen %q: %w", cfg.Listen, err)
-	}
-	port, err := strconv.Atoi(portText)
-	if err != nil {
-		return nil, fmt.Errorf("--nats-listen %q: port: %w", cfg.Listen, err)
-	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "tock",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   cfg.DataDir,
-		MaxPayload: embeddedMaxPayload,
-		NoSigs:     true,
-		SyncAlways: cfg.SyncAlways,
-	})
+func startServer(e *embedded, log *slog.Logger) (*server.Server, error) {
+	ns, err := server.NewServer(e.opts)
 	if err != nil {
 		return nil, fmt.Errorf("configure embedded NATS server: %w", err)
 	}
 	fatal := make(chan string, 1)
-	ns.SetLoggerV2(natsLogger{log: cfg.Logger.With("part", "nats"), fatal: fatal}, false, false, false)
+	ns.SetLoggerV2(natsLogger{log: log.With("part", "nats"), fatal: fatal}, false, false, false)
 	go ns.Start()
 	// Poll readiness so a fatal start error (say, the port is taken) ends
 	// the wait at once instead of after the deadline.
@@ -150,12 +165,12 @@ func startServer(cfg Config) (*server.Server, error) {
 		select {
 		case msg := <-fatal:
 			ns.Shutdown()
-			return nil, fmt.Errorf("embedded NATS server on %s: %s", cfg.Listen, msg)
+			return nil, fmt.Errorf("embedded NATS server on %s: %s", e.listen, msg)
 		default:
 		}
 		if time.Now().After(deadline) {
 			ns.Shutdown()
-			return nil, fmt.Errorf("embedded NATS server on %s did not become ready", cfg.Listen)
+			return nil, fmt.Errorf("embedded NATS server on %s did not become ready", e.listen)
 		}
 	}
 	return ns, nil
@@ -178,6 +193,24 @@ func (s *Service) InProcessConn() (net.Conn, error) {
 		return nil, errors.New("no embedded server: tock runs with --nats-url")
 	}
 	return s.ns.InProcessConn()
+}
+
+// statusTimeout bounds the gathering of one status reply.
+const statusTimeout = 5 * time.Second
+
+// status answers tock.status.
+func (s *Service) status() (gateway.StatusResponse, error) {
+	st := gateway.StatusResponse{Version: Version}
+	var err error
+	if st.Scheduler, err = s.scheduler.Stats(statusTimeout); err != nil {
+		return st, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	if st.Journal, err = s.journal.Info(ctx); err != nil {
+		return st, err
+	}
+	return st, nil
 }
 
 // Stats reports the scheduler's counters.
@@ -206,6 +239,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	if s.readNC != nil {
 		s.readNC.Close()
+	}
+	if s.deliverNC != nil && s.deliverNC != s.nc {
+		s.deliverNC.Close()
 	}
 	if s.ns != nil {
 		s.ns.Shutdown()

@@ -4,6 +4,7 @@
 //	tock schedule --to SUBJECT (--at T | --in D) [-H K:V]... [BODY|-]
 //	tock cancel   ID
 //	tock get      ID
+//	tock status                                 show counters and the journal's size
 //	tock watch    SUBJECT                       print deliveries as they arrive
 //	tock sim      [--seed N] [--seeds N] [--parallel K] [--faults on|off] [--swarm on|off] [flags]  simulate
 //	tock bench    (--all | --quick | --scenario LIST) [--json FILE] [flags]  benchmark against references
@@ -96,6 +97,15 @@ func commands() []*command {
 			detail:   "Prints the reply {id, target, deliver_at, state, delivered_at?, cancelled_at?}.",
 			flags:    func() *flag.FlagSet { return idFlags("get", new(clientOpts)) },
 			run:      runGet,
+		},
+		{
+			name:     "status",
+			synopsis: "[flags]",
+			summary:  "show tock's version, counters and journal size",
+			detail: "Prints the reply {version, scheduler: {...}, journal: {stream, messages, bytes, subjects}}.\n" +
+				"The journal lives in tock's private account, so this is how a client sees its size.",
+			flags: func() *flag.FlagSet { return statusFlags(new(clientOpts)) },
+			run:   runStatus,
 		},
 		{
 			name:     "watch",

@@ -53,6 +53,9 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 	c := &o.cfg
 	fs.StringVar(&c.DataDir, "data", service.DefaultDataDir, "`dir`ectory of the embedded server's JetStream store")
 	fs.StringVar(&c.Listen, "nats-listen", service.DefaultListen, "client address of the embedded NATS server, `host:port` (port -1: any free one)")
+	fs.StringVar(&c.NATSConfig, "nats-config", "", "configure the embedded NATS server from this nats-server configuration `file` (users, permissions, TLS, limits); tock adds its private account (docs/SECURITY.md)")
+	fs.StringVar(&c.AppAccount, "app-account", "", "with --nats-config: the `account` whose clients use tock and receive deliveries (default: no_auth_user's account, else the global account)")
+	fs.BoolVar(&c.Insecure, "insecure", false, "let the embedded NATS server accept clients without credentials on a non-loopback address")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "use the JetStream-enabled NATS server at `URL` instead of embedding one")
 	fs.Var(newDurationValue(&c.MaxDelay, service.DefaultMaxDelay), "max-delay", "refuse messages due further ahead than this `duration`")
 	fs.Var(newBytesValue(&c.MaxPayload, service.DefaultMaxPayload), "max-payload", "refuse messages whose body plus headers exceed this `size`")
@@ -107,10 +110,15 @@ func parseServe(args []string) (*serveOpts, error) {
 	if o.gcPercent == 0 || o.gcPercent < -1 {
 		return nil, usagef("--gc-percent must be positive, or -1 to turn the GC off")
 	}
-	if c.NATSURL == "" {
+	if c.NATSConfig != "" && !o.set["nats-listen"] {
+		c.Listen = "" // the file's listen address, or the default
+	}
+	if c.NATSURL == "" && c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			return nil, usagef("--nats-listen %q: want host:port", c.Listen)
 		}
+	}
+	if c.NATSURL == "" {
 		if c.DataDir == "" {
 			return nil, usagef("--data must not be empty")
 		}
@@ -147,8 +155,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	log := newLogger(stderr, o.logFormat, o.logLevel)
 	slog.SetDefault(log)
 	o.cfg.Logger = log
-	if o.cfg.NATSURL != "" && (o.set["data"] || o.set["nats-listen"] || o.set["sync"]) {
-		log.Warn("--data, --nats-listen and --sync are ignored with --nats-url")
+	if o.cfg.NATSURL != "" && (o.set["data"] || o.set["nats-listen"] || o.set["sync"] || o.set["nats-config"] || o.set["insecure"] || o.set["app-account"]) {
+		log.Warn("--data, --nats-listen, --nats-config, --app-account, --insecure and --sync are ignored with --nats-url")
 	}
 
 	if o.pprofAddr != "" {
@@ -186,7 +194,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if cfg.NATSURL != "" {
 		attrs = append(attrs, "nats_url", cfg.NATSURL)
 	} else {
-		attrs = append(attrs, "data", cfg.DataDir, "nats_listen", cfg.Listen, "sync", o.sync)
+		attrs = append(attrs, "data", cfg.DataDir, "nats_listen", cfg.Listen, "nats_config", cfg.NATSConfig, "sync", o.sync)
 	}
 	log.Info("tock starting", attrs...)
 	svc, err := service.Start(ctx, cfg)

@@ -35,7 +35,7 @@ var (
 const SlotWidthKey = "tock_slot_width_ms"
 
 const (
-	defaultStream        = "TOCK_JOURNAL"
+	DefaultStream        = "TOCK_JOURNAL"
 	defaultPrefix        = "tock.journal"
 	defaultAckTimeout    = 5 * time.Second
 	defaultMaxQueueBytes = 64 << 20
@@ -97,7 +97,7 @@ func (c Config) withDefaults(nc *nats.Conn) (Config, error) {
 		return c, fmt.Errorf("journal: slot width %v is not a positive whole number of milliseconds", c.SlotWidth)
 	}
 	if c.Stream == "" {
-		c.Stream = defaultStream
+		c.Stream = DefaultStream
 	}
 	if c.Prefix == "" {
 		c.Prefix = defaultPrefix
