@@ -346,7 +346,6 @@ func TestJournalMovesIntoTheTockAccount(t *testing.T) {
 	}
 }
 
-
 // micro's discovery reaches tock from the application account.
 func TestDiscoveryThroughTheImport(t *testing.T) {
 	h := start(t, Config{})
