@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"slices"
+	"unsafe"
 )
 
 // Record format, version 1. Integers are Go varints (encoding/binary):
@@ -42,6 +43,22 @@ const (
 	minEventBytes = 2
 	// maxPrealloc caps capacity reserved from a count read from the input.
 	maxPrealloc = 1024
+	// MaxRecordEvents caps the events of one record. A full default record
+	// (1 MiB) of the smallest events tock writes (a Fired, 11 bytes)
+	// holds about 95,000; this leaves room for 8 MiB records.
+	MaxRecordEvents = 1 << 20
+	// maxExpansion and expansionSlack bound what decoding one record may
+	// allocate: expansionSlack plus maxExpansion times its size, charged
+	// by the decoder as it goes (decoder.charge). The largest ratio tock
+	// itself writes is a tiny Scheduled event with one header, about 25.
+	maxExpansion   = 64
+	expansionSlack = 64 << 10
+	// Charges, in bytes: a decoded Event, a header map and each of its
+	// keys (Go's small-map group), a string header in a value slice.
+	eventCost     = int(unsafe.Sizeof(Event{}))
+	headerCost    = 384
+	headerKeyCost = 48
+	stringCost    = int(unsafe.Sizeof(""))
 )
 
 var (
@@ -160,7 +177,7 @@ func DecodeAppend(dst []Event, b []byte, alias bool) ([]Event, error) {
 	if b[0] != recordVersion {
 		return dst, fmt.Errorf("%w: unknown record version %d", ErrCorrupt, b[0])
 	}
-	d := decoder{b: b, off: 1, alias: alias}
+	d := decoder{b: b, off: 1, alias: alias, budget: expansionSlack + maxExpansion*len(b)}
 	for {
 		var err error
 		if dst, err = d.batch(dst); err != nil {
@@ -182,6 +199,21 @@ type decoder struct {
 	// of a record, and one string per distinct value saves allocations.
 	strs  map[string]string
 	alias bool // bodies alias b
+	// events counts the record's events so far, against MaxRecordEvents;
+	// budget is what it may still allocate (see maxExpansion).
+	events int
+	budget int
+}
+
+// charge takes n bytes from the allocation budget before they are
+// allocated, so no record, however crafted, decodes into more than a
+// bounded multiple of its size.
+func (d *decoder) charge(n int) error {
+	if n > d.budget {
+		return d.errorf("record decodes to more than %d times its %d bytes", maxExpansion, len(d.b))
+	}
+	d.budget -= n
+	return nil
 }
 
 func (d *decoder) left() int { return len(d.b) - d.off }
@@ -195,12 +227,18 @@ func (d *decoder) batch(dst []Event) ([]Event, error) {
 	if err != nil {
 		return dst, err
 	}
+	if d.events += n; d.events > MaxRecordEvents {
+		return dst, d.errorf("%d events, more than the %d a record may hold", d.events, MaxRecordEvents)
+	}
 	// n is only bounded by the input size, and an Event is ~60 times a
 	// minimal encoded one: let append grow past a modest preallocation.
 	dst = slices.Grow(dst, min(n, maxPrealloc))
 	var prevAt int64
 	for i := 0; i < n; i++ {
 		var ev Event
+		if err := d.charge(eventCost); err != nil {
+			return dst, err
+		}
 		if err := d.event(&ev, prevAt); err != nil {
 			return dst, fmt.Errorf("event %d: %w", i, err)
 		}
@@ -270,6 +308,9 @@ func (d *decoder) delivery(ev *Event) error {
 	case d.alias:
 		ev.Body = body[:len(body):len(body)]
 	default:
+		if err := d.charge(len(body)); err != nil {
+			return err
+		}
 		ev.Body = slices.Clone(body)
 	}
 	return nil
@@ -279,6 +320,9 @@ func (d *decoder) header() (Header, error) {
 	// A key takes at least two bytes: its length and its value count.
 	n, err := d.count("header key count", 2)
 	if err != nil || n == 0 {
+		return nil, err
+	}
+	if err := d.charge(headerCost + n*headerKeyCost); err != nil {
 		return nil, err
 	}
 	h := make(Header, min(n, maxPrealloc))
@@ -300,6 +344,9 @@ func (d *decoder) header() (Header, error) {
 func (d *decoder) values() ([]string, error) {
 	n, err := d.count("header value count", 1)
 	if err != nil || n == 0 {
+		return nil, err
+	}
+	if err := d.charge(n * stringCost); err != nil {
 		return nil, err
 	}
 	vs := make([]string, 0, min(n, maxPrealloc))
@@ -332,10 +379,16 @@ func (d *decoder) str(what string, intern bool) (string, error) {
 		return "", err
 	}
 	if !intern {
+		if err := d.charge(len(b)); err != nil {
+			return "", err
+		}
 		return string(b), nil
 	}
 	if s, ok := d.strs[string(b)]; ok {
 		return s, nil
+	}
+	if err := d.charge(len(b) + headerKeyCost); err != nil {
+		return "", err
 	}
 	if d.strs == nil {
 		d.strs = make(map[string]string)

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
+	"time"
 )
 
 // Memory is an in-memory Journal for tests and the deterministic
@@ -23,12 +25,18 @@ type Memory struct {
 	// the record is stored only if store is true: that models a lost
 	// acknowledgement, where the caller must reload to learn the truth.
 	Fail func(slot int64, events []Event) (store bool, err error)
+	// SlotWidth, if positive, makes reads check every record against its
+	// slot (Check) as the NATS journal does: a record that fails is
+	// skipped and counted in Quarantined. Zero trusts every record (the
+	// contract suite stores events of any shape in any slot).
+	SlotWidth time.Duration
 
 	mu     sync.Mutex
 	newest int64 // largest At ever stored
 	seq    uint64
 	slots  map[int64][]memRecord
 	closed bool
+	quar   QuarantineLog
 	// running counts done calls started with the default runner, so Close
 	// can wait for them.
 	running sync.WaitGroup
@@ -37,9 +45,13 @@ type Memory struct {
 type memRecord struct {
 	seq    uint64
 	events []Event
+	raw    []byte // an injected record (Inject): decoded when read
 }
 
-var _ Journal = (*Memory)(nil)
+var (
+	_ Journal     = (*Memory)(nil)
+	_ Quarantiner = (*Memory)(nil)
+)
 
 // NewMemory returns an empty in-memory journal.
 func NewMemory() *Memory {
@@ -112,12 +124,14 @@ func (m *Memory) Load(ctx context.Context, slot int64) ([]Event, uint64, error) 
 	if len(recs) == 0 {
 		return nil, 0, nil
 	}
+	checked := make([][]Event, len(recs))
 	// One allocation for the events and one for their bodies (each body
 	// capped, so an append to one cannot overwrite the next).
 	n, size := 0, 0
-	for _, r := range recs {
-		n += len(r.events)
-		for _, ev := range r.events {
+	for i, r := range recs {
+		checked[i] = m.read(slot, r)
+		n += len(checked[i])
+		for _, ev := range checked[i] {
 			size += len(ev.Body)
 		}
 	}
@@ -126,8 +140,8 @@ func (m *Memory) Load(ctx context.Context, slot int64) ([]Event, uint64, error) 
 	}
 	events := make([]Event, 0, n)
 	bodies := make([]byte, 0, size)
-	for _, r := range recs {
-		for _, ev := range r.events {
+	for _, evs := range checked {
+		for _, ev := range evs {
 			if ev.Body != nil {
 				at := len(bodies)
 				bodies = append(bodies, ev.Body...)
@@ -139,6 +153,45 @@ func (m *Memory) Load(ctx context.Context, slot int64) ([]Event, uint64, error) 
 	}
 	return events, recs[len(recs)-1].seq, nil
 }
+
+// read returns r's events if the record is one slot may hold, and
+// otherwise quarantines it and returns none. The events are the stored
+// ones: callers copy what they hand out.
+func (m *Memory) read(slot int64, r memRecord) []Event {
+	var check func(*Event) error
+	if m.SlotWidth > 0 {
+		check = SlotCheck(slot, m.SlotWidth.Milliseconds())
+	}
+	events, err := r.events, error(nil)
+	if r.raw != nil {
+		events, err = DecodeChecked(nil, r.raw, false, check)
+	} else if check != nil {
+		err = CheckRecord(events, check)
+	}
+	if err != nil {
+		m.quar.Add(QuarantineEntry{Subject: MemorySubject(slot), Seq: r.seq, Slot: slot, Size: len(r.raw), Reason: err.Error()})
+		return nil
+	}
+	return events
+}
+
+// MemorySubject names a Memory journal's slot in quarantine entries.
+func MemorySubject(slot int64) string { return "memory." + strconv.FormatInt(slot, 10) }
+
+// Inject stores data as a record of slot as if someone other than an
+// Append had written it: the simulator's and tests' corrupt or forged
+// records. It bypasses Fail, Newest and every check; reads decode it.
+func (m *Memory) Inject(slot int64, data []byte) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seq++
+	m.slots[slot] = append(m.slots[slot], memRecord{seq: m.seq, raw: slices.Clone(data)})
+	return m.seq
+}
+
+// Quarantined counts the records reads refused (journal.Quarantiner).
+// Memory keeps no copies: the records stay where they are.
+func (m *Memory) Quarantined() QuarantineStats { return m.quar.Stats() }
 
 // Scan passes slot's records to fn one at a time; headers are copies,
 // bodies are the stored ones (fn must not modify them).
@@ -153,8 +206,12 @@ func (m *Memory) Scan(ctx context.Context, slot int64, fn func([]Event) error) (
 	m.mu.Unlock()
 	var buf []Event
 	for _, r := range recs {
+		evs := m.read(slot, r)
+		if len(evs) == 0 {
+			continue // quarantined (or empty): nothing to pass
+		}
 		buf = buf[:0]
-		for _, ev := range r.events {
+		for _, ev := range evs {
 			ev.Header = cloneHeader(ev.Header)
 			buf = append(buf, ev)
 		}
@@ -179,8 +236,9 @@ func (m *Memory) Tail(ctx context.Context, slot int64) ([]Event, uint64, error) 
 	if len(recs) == 0 {
 		return nil, 0, nil
 	}
+	// A refused last record has no events: it closes nothing.
 	last := recs[len(recs)-1]
-	return CloneEvents(last.events), last.seq, nil
+	return CloneEvents(m.read(slot, last)), last.seq, nil
 }
 
 // Slots lists slots with records, ascending.

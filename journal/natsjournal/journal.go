@@ -90,6 +90,14 @@ type Config struct {
 	// connection deliveries use would hold their publishes back behind
 	// megabytes of records. Default: the journal's own connection.
 	ReadConn *nats.Conn
+	// QuarantineStream and QuarantinePrefix name the stream and subjects
+	// that keep copies of refused records (quarantine.go). Defaults:
+	// TOCK_QUARANTINE on tock.quarantine.>, or Stream_QUARANTINE on
+	// Prefix_quarantine.> for a journal not under the default names.
+	QuarantineStream, QuarantinePrefix string
+	// SkipRecordCheck trusts every record that decodes: only for tests
+	// that store events of any shape in any slot (the contract suite).
+	SkipRecordCheck bool
 }
 
 func (c Config) withDefaults(nc *nats.Conn) (Config, error) {
@@ -173,9 +181,12 @@ type Journal struct {
 	// newest is the largest At stored, or found stored at start.
 	newest atomic.Int64
 	// metaAt is the newest value stored in the meta record (flusher only).
-	metaAt  int64
-	wake    chan struct{} // buffered 1: "the queue or closed changed"
-	stopped chan struct{} // closed when the flusher has returned
+	metaAt int64
+	// quar counts refused records; quarPrefix is where their copies go.
+	quar       journal.QuarantineLog
+	quarPrefix string
+	wake       chan struct{} // buffered 1: "the queue or closed changed"
+	stopped    chan struct{} // closed when the flusher has returned
 }
 
 var _ journal.Journal = (*Journal)(nil)
@@ -250,6 +261,12 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Journal, error) {
 		return nil, fmt.Errorf("journal stream %s: bad %s %q", cfg.Stream, BucketWidthKey, stream.CachedInfo().Config.Metadata[BucketWidthKey])
 	}
 	n.bucketSlots = bucketMs / n.widthMs
+	qStream, qPrefix := cfg.quarantineNames()
+	n.quarPrefix = qPrefix
+	if err := ensureQuarantine(ctx, js, qStream, qPrefix); err != nil {
+		// Refused records are skipped all the same; only their copies fail.
+		cfg.Logger.Warn("journal: no quarantine stream; refused records will not be copied", "stream", qStream, "err", err)
+	}
 	newest, err := n.Newest(ctx)
 	if err != nil {
 		return nil, err
@@ -659,14 +676,15 @@ func (n *Journal) Scan(ctx context.Context, slot int64, fn func([]journal.Event)
 		return nil
 	}
 	var buf []journal.Event
-	last, err := n.scan(ctx, n.subject(slot), func(seq uint64, data []byte) error {
+	subj, check := n.subject(slot), n.slotCheck(slot)
+	last, err := n.scan(ctx, subj, func(seq uint64, data []byte) error {
 		if err := passFar(seq); err != nil {
 			return err
 		}
-		var err error
 		// data is the message's own buffer, never reused: bodies alias it.
-		if buf, err = journal.DecodeAppend(buf[:0], data, true); err != nil {
-			return fmt.Errorf("load slot %d record %d: %w", slot, seq, err)
+		var ok bool
+		if buf, ok = n.decode(buf[:0], subj, seq, slot, data, check); !ok {
+			return nil // quarantined: the rest of the slot loads
 		}
 		if err := fn(buf); err != nil {
 			return callerErr{err}
@@ -698,19 +716,19 @@ func scanErr(slot int64, err error) error {
 	return readErr("load", slot, err)
 }
 
-// Tail decodes slot's last record.
+// Tail decodes slot's last record. A last record that fails to decode or
+// check is quarantined and comes back as no events: it closes nothing, so
+// recovery loads the slot instead of failing.
 func (n *Journal) Tail(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
-	msg, err := n.stream.GetLastMsgForSubject(ctx, n.subject(slot))
+	subj := n.subject(slot)
+	msg, err := n.stream.GetLastMsgForSubject(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, 0, nil
 	}
 	if err != nil {
 		return nil, 0, readErr("tail", slot, err)
 	}
-	events, err := journal.DecodeRecord(msg.Data)
-	if err != nil {
-		return nil, 0, fmt.Errorf("tail slot %d record %d: %w", slot, msg.Sequence, err)
-	}
+	events, _ := n.decode(nil, subj, msg.Sequence, slot, msg.Data, n.slotCheck(slot))
 	return events, msg.Sequence, nil
 }
 

@@ -177,10 +177,12 @@ func (n *Journal) openBucket(bucket int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.AckTimeout)
 	bySlot := make(map[int64][]journal.Event)
 	var bytes int
+	check := n.farCheck(bucket)
 	last, err := n.scan(ctx, subj, func(seq uint64, data []byte) error {
-		events, err := journal.DecodeAppend(nil, data, true)
-		if err != nil {
-			return fmt.Errorf("open bucket %d record %d: %w", bucket, seq, err)
+		// A refused record is not copied: the far subject's purge drops it.
+		events, ok := n.decode(nil, subj, seq, bucket, data, check)
+		if !ok {
+			return nil
 		}
 		bytes += len(data)
 		for _, ev := range events {
@@ -262,10 +264,12 @@ func (n *Journal) openDue() time.Duration {
 // slot's events, in sequence order.
 func (n *Journal) loadFar(ctx context.Context, slot int64) ([]seqEvents, error) {
 	var recs []seqEvents
-	_, err := n.scan(ctx, n.farSubject(n.bucketOf(slot)), func(seq uint64, data []byte) error {
-		events, err := journal.DecodeAppend(nil, data, true)
-		if err != nil {
-			return fmt.Errorf("load slot %d far record %d: %w", slot, seq, err)
+	bucket := n.bucketOf(slot)
+	subj, check := n.farSubject(bucket), n.farCheck(bucket)
+	_, err := n.scan(ctx, subj, func(seq uint64, data []byte) error {
+		events, ok := n.decode(nil, subj, seq, bucket, data, check)
+		if !ok {
+			return nil
 		}
 		mine := events[:0]
 		for _, ev := range events {
