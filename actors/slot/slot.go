@@ -238,7 +238,13 @@ func (s *Slot) Recover(ev journal.Event) {
 			s.st.compact()
 		}
 	case journal.Closed:
-		s.closed, s.closedAt = true, ev.At
+		// A Closed is written only once nothing is pending, so one that
+		// finds messages pending is not the slot's own (forged, or it
+		// raced a cold schedule stored after the load it closed): trusting
+		// it would let the slot leave memory, and be purged, with them.
+		if s.Pending() == 0 {
+			s.closed, s.closedAt = true, ev.At
+		}
 		return
 	}
 	s.closed = false
