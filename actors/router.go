@@ -48,6 +48,9 @@ type (
 	purgeDone   struct {
 		p   purgeEntry
 		err error
+		// live: the slot's replay left messages pending; nothing was
+		// purged. verified: a verifyOnly entry found the slot finished.
+		live, verified bool
 	}
 	// stay refuses a passivation; pinned tells the actor it is inside the
 	// horizon and must stay until finished.
@@ -169,13 +172,7 @@ func (r *router) Receive(ctx actor.Context) {
 		r.purgeDue()
 	case *purgeDone:
 		r.purging = false
-		if m.err != nil {
-			r.env.log.Warn("purge failed; retrying later", "slot", m.p.index, "err", m.err)
-			m.p.at = r.now() + r.env.widthMs
-			heap.Push(&r.purges, m.p)
-		} else {
-			r.env.stats.purged.Add(1)
-		}
+		r.purgeDone(ctx, m)
 		r.purgeDue()
 	case *statsReq:
 		ctx.Respond(r.env.stats.snapshot(len(r.active)))
@@ -356,7 +353,7 @@ func (r *router) passivate(ctx actor.Context, m *passivate) {
 	delete(r.active, m.index)
 	ctx.Stop(m.pid)
 	if m.closedSeq > 0 {
-		heap.Push(&r.purges, purgeEntry{at: m.closedAt + r.env.retentionMs, index: m.index, seq: m.closedSeq})
+		heap.Push(&r.purges, purgeEntry{at: m.closedAt + r.env.retentionMs, index: m.index, seq: m.closedSeq, closedAt: m.closedAt})
 		r.armPurge()
 	}
 }
@@ -410,13 +407,68 @@ func (r *router) purgeDue() {
 		return
 	}
 	r.purging = true
-	self, root, j := r.self, r.root, r.env.journal
+	self, root, e := r.self, r.root, r.env
 	r.env.goFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 		defer cancel()
-		// Up to the Closed record only: anything appended later survives.
-		root.Send(self, &purgeDone{p: p, err: j.PurgeUpTo(ctx, p.index, p.seq)})
+		root.Send(self, e.purge(ctx, p))
 	})
+}
+
+// purge verifies that slot p.index is finished, then (unless p is only a
+// verification) removes its records up to the Closed record only:
+// anything appended later survives. It runs off the router's goroutine.
+//
+// Why verify: the Closed a purge rests on may not tell the truth. It may
+// be forged, or genuine but blind to a record stored between the load
+// that closed the slot and the Closed itself (a cold schedule whose
+// acknowledgement was lost, or that a crash kept from the slot). Replaying
+// the slot costs one streamed read of it, once per purge; a slot it finds
+// unfinished is loaded again instead, and fires what is pending.
+func (e *env) purge(ctx context.Context, p purgeEntry) *purgeDone {
+	if !p.verified {
+		live, err := e.pendingAfterReplay(ctx, p.index)
+		if err != nil || live || p.verifyOnly {
+			return &purgeDone{p: p, err: err, live: live, verified: err == nil}
+		}
+	}
+	return &purgeDone{p: p, err: e.journal.PurgeUpTo(ctx, p.index, p.seq)}
+}
+
+// pendingAfterReplay replays slot as a load would, keeping no bodies, and
+// reports whether messages are left pending.
+func (e *env) pendingAfterReplay(ctx context.Context, idx int64) (bool, error) {
+	core := slot.New(slot.Config{Index: idx, Width: e.widthMs, MaxBodyBytes: 1})
+	_, err := e.journal.Scan(ctx, idx, func(events []journal.Event) error {
+		for i := range events {
+			core.Recover(events[i])
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("verify slot %d before its purge: %w", idx, err)
+	}
+	return core.Pending() > 0, nil
+}
+
+// purgeDone takes the outcome of a purge or verification.
+func (r *router) purgeDone(ctx actor.Context, m *purgeDone) {
+	switch {
+	case m.err != nil:
+		r.env.log.Warn("purge failed; retrying later", "slot", m.p.index, "err", m.err)
+		m.p.at = r.now() + r.env.widthMs
+		heap.Push(&r.purges, m.p)
+	case m.live:
+		// Its passivation brings a fresh purge entry once it is finished.
+		r.env.log.Warn("slot marked closed still has messages pending; loading it to fire them", "slot", m.p.index)
+		r.activate(ctx, m.p.index)
+	case m.verified && m.p.verifyOnly:
+		p := m.p
+		p.at, p.verifyOnly, p.verified = p.closedAt+r.env.retentionMs, false, true
+		heap.Push(&r.purges, p)
+	default:
+		r.env.stats.purged.Add(1)
+	}
 }
 
 func (r *router) stopTimers() {
@@ -428,9 +480,14 @@ func (r *router) stopTimers() {
 }
 
 type purgeEntry struct {
-	at    int64 // Unix ms when retention ends
+	at    int64 // Unix ms when retention ends (or the verification is due)
 	index int64
-	seq   uint64
+	seq   uint64 // of the Closed record
+	// closedAt is when the slot closed; verifyOnly entries (planned at
+	// recovery, at once) only check the slot is finished and then plan
+	// the purge for closedAt plus retention, verified: no second replay.
+	closedAt             int64
+	verifyOnly, verified bool
 }
 
 type purgeHeap []purgeEntry

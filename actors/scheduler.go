@@ -150,6 +150,13 @@ func (r *router) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list journal slots: %w", err)
 	}
+	// Stamps of new ids must exceed those of ids accepted before the
+	// restart, even if the wall clock stepped back meanwhile: start above
+	// the newest stored event. It also bounds every genuine Closed.
+	newest, err := r.env.journal.Newest(ctx)
+	if err != nil {
+		return fmt.Errorf("read the journal's newest time: %w", err)
+	}
 	now := r.now()
 	current := r.slotOf(now)
 	r.horizon = r.slotOf(now + r.env.horizonMs)
@@ -158,14 +165,16 @@ func (r *router) recover(ctx context.Context) error {
 		case idx > r.horizon:
 			// Far future: loaded when the horizon reaches it.
 		case idx < current:
-			// Its time is over. A Closed tail means finished: plan the purge
-			// without loading; anything else is overdue work.
+			// Its time is over. A Closed tail means finished, if it can be
+			// believed: its purge is planned without loading, after a
+			// replay in the background confirms nothing is pending
+			// (purgeDue). Anything else is overdue work.
 			tail, seq, err := r.env.journal.Tail(ctx, idx)
 			if err != nil {
 				return fmt.Errorf("read tail of slot %d: %w", idx, err)
 			}
-			if n := len(tail); n > 0 && tail[n-1].Kind == journal.Closed {
-				r.initialPurge = append(r.initialPurge, purgeEntry{at: tail[n-1].At + r.env.retentionMs, index: idx, seq: seq})
+			if at, ok := closedTail(tail, newest); ok {
+				r.initialPurge = append(r.initialPurge, purgeEntry{at: now, index: idx, seq: seq, closedAt: at, verifyOnly: true})
 				continue
 			}
 			r.initial = append(r.initial, idx)
@@ -173,15 +182,21 @@ func (r *router) recover(ctx context.Context) error {
 			r.initial = append(r.initial, idx)
 		}
 	}
-	// Stamps of new ids must exceed those of ids accepted before the
-	// restart, even if the wall clock stepped back meanwhile: start above
-	// the newest stored event.
-	newest, err := r.env.journal.Newest(ctx)
-	if err != nil {
-		return fmt.Errorf("read the journal's newest time: %w", err)
-	}
 	r.stamper.Next(max(now, newest+1))
 	return nil
+}
+
+// closedTail reports whether a past slot's last record says it is
+// finished, and when it closed. The journal returns only records that
+// pass its checks (a Closed after the slot's end, no id); a Closed beyond
+// every time ever stored (newest) is not one tock wrote, and would put
+// the slot's purge, and so its verification, off forever.
+func closedTail(tail []journal.Event, newest int64) (int64, bool) {
+	n := len(tail)
+	if n == 0 || tail[n-1].Kind != journal.Closed || tail[n-1].At > newest {
+		return 0, false
+	}
+	return tail[n-1].At, true
 }
 
 // Schedule accepts a message; reply gets its record once it is durable.
