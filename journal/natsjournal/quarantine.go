@@ -52,7 +52,7 @@ func (c Config) quarantineNames() (stream, prefix string) {
 	stream, prefix = c.QuarantineStream, c.QuarantinePrefix
 	if stream == "" {
 		stream = defaultQuarantineStream
-		if c.Stream != defaultStream {
+		if c.Stream != DefaultStream {
 			stream = c.Stream + "_QUARANTINE"
 		}
 	}
