@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tockd/tock/actors"
+	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/journal/natsjournal"
 )
 
@@ -23,6 +24,9 @@ type StatusResponse struct {
 	Version   string           `json:"version"`
 	Scheduler actors.Stats     `json:"scheduler"`
 	Journal   natsjournal.Info `json:"journal"`
+	// Quarantine lists the journal records refused since start
+	// (docs/SECURITY.md): skipped, copied to TOCK_QUARANTINE.
+	Quarantine journal.QuarantineStats `json:"quarantine"`
 }
 
 // StatusFunc gathers a StatusResponse; it may block for a short while.

@@ -210,6 +210,7 @@ func (s *Service) status() (gateway.StatusResponse, error) {
 	if st.Journal, err = s.journal.Info(ctx); err != nil {
 		return st, err
 	}
+	st.Quarantine = s.journal.Quarantined()
 	return st, nil
 }
 

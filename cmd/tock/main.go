@@ -102,7 +102,8 @@ func commands() []*command {
 			name:     "status",
 			synopsis: "[flags]",
 			summary:  "show tock's version, counters and journal size",
-			detail: "Prints the reply {version, scheduler: {...}, journal: {stream, messages, bytes, subjects}}.\n" +
+			detail: "Prints the reply {version, scheduler: {...}, journal: {stream, messages, bytes, subjects},\n" +
+				"quarantine: {count, recent: [...]}} (journal records refused and skipped, docs/SECURITY.md).\n" +
 				"The journal lives in tock's private account, so this is how a client sees its size.",
 			flags: func() *flag.FlagSet { return statusFlags(new(clientOpts)) },
 			run:   runStatus,
