@@ -30,6 +30,7 @@ import (
 	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
 )
 
 // Config describes one simulation run.
@@ -332,7 +333,7 @@ type simulator struct {
 	incs   int
 
 	ops       []op
-	ids       map[[16]byte]int32 // every id answered, → its op
+	ids       map[msgid.ID]int32 // every id answered, → its op
 	wl        map[string]bool
 	faultEnd  int64
 	end       time.Time     // the run ends when nothing is runnable and no timer is due by then
@@ -358,7 +359,7 @@ func run(cfg Config) (Report, error) {
 		frng: rand.New(rand.NewPCG(cfg.Seed, 2)),
 		wrng: rand.New(rand.NewPCG(cfg.Seed, 3)),
 		wl:   map[string]bool{},
-		ids:  map[[16]byte]int32{},
+		ids:  map[msgid.ID]int32{},
 	}
 	for _, w := range cfg.Workload {
 		s.wl[w] = true
@@ -557,7 +558,7 @@ func (s *simulator) observeStorage() {
 
 func (s *simulator) observePurge(slot int64) {
 	s.rep.PurgedSlots++
-	s.trace.event(evPurge, s.nowMs(), [16]byte{}, uint64(slot))
+	s.trace.event(evPurge, s.nowMs(), msgid.ID{}, uint64(slot))
 }
 
 // fail records the first violation.
