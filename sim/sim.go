@@ -324,6 +324,7 @@ type simulator struct {
 	rng    *rand.Rand // task picks
 	frng   *rand.Rand // fault plan and its details
 	wrng   *rand.Rand // workload follow-ups
+	idrng  *rand.Rand // the random parts of ids, for every incarnation
 	faults faultPlan
 	trace  tracer
 	j      *simJournal
@@ -358,8 +359,10 @@ func run(cfg Config) (Report, error) {
 		rng:  rand.New(rand.NewPCG(cfg.Seed, 1)),
 		frng: rand.New(rand.NewPCG(cfg.Seed, 2)),
 		wrng: rand.New(rand.NewPCG(cfg.Seed, 3)),
-		wl:   map[string]bool{},
-		ids:  map[msgid.ID]int32{},
+		// A stream of its own (swarm.go has 5), so ids change no other draw.
+		idrng: rand.New(rand.NewPCG(cfg.Seed, 6)),
+		wl:    map[string]bool{},
+		ids:   map[msgid.ID]int32{},
 	}
 	for _, w := range cfg.Workload {
 		s.wl[w] = true
@@ -413,6 +416,7 @@ func (s *simulator) startIncarnation() error {
 		Dispatcher: &dispatcher{s: s, inc: inc},
 		Supervisor: actor.NewRestartingStrategy(),
 		Go:         func(f func()) { s.queue.push(task{inc: inc, fn: f}) },
+		Random:     s.idrng,
 	})
 	if err != nil {
 		return fmt.Errorf("sim: start incarnation %d: %w", inc.n, err)
