@@ -52,8 +52,8 @@ func TestText(t *testing.T) {
 	for s, want := range map[string]ID{
 		"000038fud2dk46gvsq4je40000":              New(1795269630786, 1882476646272860160),
 		"000038fud2dk46gvsq4je400000i6hb7h6lsrro": Compose(1795269630786, 1882476646272860160, 0x0123456789abcdef),
-		"0000000000000000000000000g": New(0, 4),
-		"00000000000000000000000000": {},
+		"0000000000000000000000000g":              New(0, 4),
+		"00000000000000000000000000":              {},
 	} {
 		if got := want.String(); got != s {
 			t.Errorf("New(%d, %d).String() = %q, want %q", want.DeliverAt(), want.Stamp(), got, s)
