@@ -272,6 +272,8 @@ type harness struct {
 	pub  *testPublisher
 	disp *countingDispatcher
 	s    *Scheduler
+	// random, when set before start, is Deps.Random.
+	random msgid.Source
 
 	mu         sync.Mutex
 	holdAcks   bool
@@ -320,7 +322,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 
 func (h *harness) start() {
 	h.t.Helper()
-	s, err := Start(context.Background(), h.cfg, Deps{Journal: h.j, Publisher: h.pub, Clock: h.clk, Dispatcher: h.disp})
+	s, err := Start(context.Background(), h.cfg, Deps{Journal: h.j, Publisher: h.pub, Clock: h.clk, Dispatcher: h.disp, Random: h.random})
 	if err != nil {
 		h.t.Fatalf("start: %v", err)
 	}

@@ -191,7 +191,7 @@ func (r *router) schedule(ctx actor.Context, m *scheduleCmd) {
 		// At never lags the stamp's millisecond (stamps run ahead of the
 		// clock after a restart above Journal.Newest), so Newest, the
 		// largest stored At, bounds every stamp ever stored.
-		Kind: journal.Scheduled, ID: msgid.New(at, stamp), At: max(now, int64(stamp>>20)),
+		Kind: journal.Scheduled, ID: msgid.Mint(at, stamp, r.env.random), At: max(now, int64(stamp>>20)),
 		Target: m.req.Target, DeliverAt: at, Header: m.req.Header, Body: m.req.Body,
 	}
 	idx := r.slotOf(at)

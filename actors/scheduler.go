@@ -66,6 +66,10 @@ type Deps struct {
 	// Go, when set, runs the router's background journal work (purges);
 	// nil means a new goroutine. The simulator queues it.
 	Go func(func())
+	// Random, when set, draws the random part of new ids; it is used by
+	// the router alone, so it need not be safe for concurrent use. nil
+	// means crypto/rand (msgid.Crypto); the simulator draws from its seed.
+	Random msgid.Source
 }
 
 type env struct {
@@ -75,6 +79,7 @@ type env struct {
 	publisher                                   Publisher
 	clock                                       clock.Clock
 	goFunc                                      func(func())
+	random                                      msgid.Source
 	log                                         *slog.Logger
 	system                                      *actor.ActorSystem
 	stats                                       stats
@@ -107,10 +112,13 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Scheduler, error) {
 		cfg: cfg, widthMs: cfg.SlotWidth.Milliseconds(), horizonMs: cfg.Horizon.Milliseconds(),
 		retentionMs: cfg.Retention.Milliseconds(), maxDelayMs: cfg.MaxDelay.Milliseconds(),
 		journal: deps.Journal, publisher: deps.Publisher, clock: deps.Clock, log: deps.Logger,
-		goFunc: deps.Go,
+		goFunc: deps.Go, random: deps.Random,
 	}
 	if e.goFunc == nil {
 		e.goFunc = func(f func()) { go f() }
+	}
+	if e.random == nil {
+		e.random = msgid.Crypto
 	}
 	r := &router{env: e, active: make(map[int64]*slotRef)}
 	if err := r.recover(ctx); err != nil {

@@ -43,6 +43,11 @@ type fakeScheduler struct {
 
 func newFake() *fakeScheduler { return &fakeScheduler{recs: map[msgid.ID]slot.Record{}} }
 
+// fakeID is the id the fake mints: a full one, with a random part.
+func fakeID(at int64, stamp uint64) msgid.ID {
+	return msgid.Compose(at, stamp, stamp*0x9e3779b97f4a7c15+1)
+}
+
 func (f *fakeScheduler) respond(reply func(slot.Result), res slot.Result) {
 	f.mu.Lock()
 	answer, force, panics, twice := f.answer, f.force, f.panics, f.twice
@@ -75,7 +80,7 @@ func (f *fakeScheduler) set(fn func(f *fakeScheduler)) {
 func (f *fakeScheduler) Schedule(req actors.ScheduleRequest, reply func(slot.Result)) {
 	f.mu.Lock()
 	f.stamp++
-	rec := slot.Record{ID: msgid.New(req.DeliverAt, f.stamp), Target: req.Target, DeliverAt: req.DeliverAt, State: slot.Pending}
+	rec := slot.Record{ID: fakeID(req.DeliverAt, f.stamp), Target: req.Target, DeliverAt: req.DeliverAt, State: slot.Pending}
 	f.recs[rec.ID] = rec
 	f.reqs = append(f.reqs, req)
 	f.mu.Unlock()
@@ -236,13 +241,13 @@ func TestHappyPaths(t *testing.T) {
 			w := e.request(t, "tock.schedule.orders.eu.remind",
 				nats.Header{HeaderDeliverAt: {"2026-11-21T11:05:00.2501+01:00"}, "X-Trace": {"abc"}, "Multi": {"1", "2"}},
 				[]byte(`{"order":7}`))
-			id1 := msgid.New(ms("2026-11-21T10:05:00.251Z"), 1)
+			id1 := fakeID(ms("2026-11-21T10:05:00.251Z"), 1)
 			if diff := cmp.Diff(wantOK(`{"id":"`+id1.String()+`","target":"orders.eu.remind","deliver_at":"2026-11-21T10:05:00.251Z"}`), w); diff != "" {
 				t.Fatalf("schedule reply (-want +got):\n%s", diff)
 			}
 			// With a delay.
 			w = e.request(t, "tock.schedule.a", nats.Header{HeaderDelay: {"1500ms"}}, nil)
-			id2 := msgid.New(ms("2026-11-21T10:00:01.501Z"), 2)
+			id2 := fakeID(ms("2026-11-21T10:00:01.501Z"), 2)
 			if diff := cmp.Diff(wantOK(`{"id":"`+id2.String()+`","target":"a","deliver_at":"2026-11-21T10:00:01.501Z"}`), w); diff != "" {
 				t.Fatalf("schedule reply (-want +got):\n%s", diff)
 			}

@@ -11,7 +11,7 @@ import (
 	"github.com/tockd/tock/msgid"
 )
 
-var testID = msgid.New(ms("2026-11-21T10:05:00.250Z"), 42)
+var testID = msgid.Compose(ms("2026-11-21T10:05:00.250Z"), 42, 0x0123456789abcdef)
 
 func jsonOf(t *testing.T, v any) string {
 	t.Helper()

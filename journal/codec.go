@@ -9,7 +9,7 @@ import (
 	"unsafe"
 )
 
-// Record format, version 1. Integers are Go varints (encoding/binary):
+// Record format, version 2. Integers are Go varints (encoding/binary):
 // "u" marks unsigned, "zz" zig-zag signed.
 //
 //	record   = version:byte batch+
@@ -18,7 +18,7 @@ import (
 //	head     = kind (low 6 bits) | 0x80 if ID is not zero | 0x40 if any of
 //	           Target, DeliverAt, Header, Body is set
 //	at       = At minus the At of the previous event of the batch (0 before the first)
-//	id       = (ID.DeliverAt() - At):zz  ID.Stamp():8 bytes big endian
+//	id       = (ID.DeliverAt() - At):zz  ID.Stamp():8 bytes big endian  ID.Random():8 bytes big endian
 //	delivery = (DeliverAt - ID.DeliverAt()):zz target:str header body:str
 //	header   = keys:u (key:str values:u value:str*values)*keys, keys sorted
 //	str      = len:u bytes
@@ -32,7 +32,14 @@ import (
 //     deltas keep those 8-byte times to one to four bytes.
 //   - The flags make every Event round-trip exactly (a Closed event with a
 //     stray id keeps it) while zero fields cost nothing.
-const recordVersion = 1
+//
+// Version 1 is the same without ID.Random() (ids had no random part then):
+// it is still decoded, to a zero random part, so journals written before
+// keep loading; only version 2 is written.
+const (
+	recordVersion   = 2
+	recordVersionV1 = 1
+)
 
 const (
 	flagID       = 0x80
@@ -116,7 +123,7 @@ func appendEvent(dst []byte, ev *Event, prevAt int64) []byte {
 	dst = binary.AppendVarint(dst, ev.At-prevAt)
 	if hasID {
 		dst = binary.AppendVarint(dst, ev.ID.DeliverAt()-ev.At)
-		dst = append(dst, ev.ID[8:]...)
+		dst = append(dst, ev.ID[8:]...) // stamp and random part
 	}
 	if hasDelivery {
 		dst = binary.AppendVarint(dst, ev.DeliverAt-ev.ID.DeliverAt())
@@ -174,10 +181,14 @@ func DecodeAppend(dst []Event, b []byte, alias bool) ([]Event, error) {
 	if len(b) == 0 {
 		return dst, fmt.Errorf("%w: empty record", ErrCorrupt)
 	}
-	if b[0] != recordVersion {
+	d := decoder{b: b, off: 1, alias: alias, idTail: 16, budget: expansionSlack + maxExpansion*len(b)}
+	switch b[0] {
+	case recordVersion:
+	case recordVersionV1:
+		d.idTail = 8 // the stamp alone
+	default:
 		return dst, fmt.Errorf("%w: unknown record version %d", ErrCorrupt, b[0])
 	}
-	d := decoder{b: b, off: 1, alias: alias, budget: expansionSlack + maxExpansion*len(b)}
 	for {
 		var err error
 		if dst, err = d.batch(dst); err != nil {
@@ -203,6 +214,9 @@ type decoder struct {
 	// budget is what it may still allocate (see maxExpansion).
 	events int
 	budget int
+	// idTail is how many id bytes follow the deliver time: stamp and
+	// random part, or in version 1 the stamp alone.
+	idTail int
 }
 
 // charge takes n bytes from the allocation budget before they are
@@ -278,12 +292,12 @@ func (d *decoder) id(ev *Event) error {
 	if err != nil {
 		return err
 	}
-	stamp, err := d.bytes("id stamp", 8)
+	tail, err := d.bytes("id stamp and random part", d.idTail)
 	if err != nil {
 		return err
 	}
 	binary.BigEndian.PutUint64(ev.ID[:8], uint64(ev.At+delta))
-	copy(ev.ID[8:], stamp)
+	copy(ev.ID[8:], tail)
 	return nil
 }
 
@@ -487,5 +501,12 @@ func chunk(count int, body []byte) []byte {
 }
 
 // AppendBatches appends the batches of record rec to record dst: the two
-// concatenated are one record holding dst's events, then rec's.
-func AppendBatches(dst, rec []byte) []byte { return append(dst, rec[1:]...) }
+// concatenated are one record holding dst's events, then rec's. Both must
+// be of one version (as EncodeRecord writes them): the batches of another
+// would be misread.
+func AppendBatches(dst, rec []byte) []byte {
+	if dst[0] != rec[0] {
+		panic(fmt.Sprintf("journal: appending a version %d record to a version %d one", rec[0], dst[0]))
+	}
+	return append(dst, rec[1:]...)
+}

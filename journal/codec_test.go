@@ -16,7 +16,7 @@ import (
 )
 
 func codecCases() map[string][]journal.Event {
-	id := msgid.New(1_700_000_060_000, 42)
+	id := msgid.Compose(1_700_000_060_000, 42, 0x0123_4567_89ab_cdef)
 	return map[string][]journal.Event{
 		"empty":     nil,
 		"closed":    {{Kind: journal.Closed, At: 1_700_000_000_000}},
@@ -27,8 +27,9 @@ func codecCases() map[string][]journal.Event {
 		"mixed":    journaltest.GenEvents(5, 12),
 		"payloads": journaltest.PayloadEvents(),
 		"extremes": {
-			{Kind: journal.Fired, ID: msgid.New(math.MinInt64, math.MaxUint64), At: math.MaxInt64},
+			{Kind: journal.Fired, ID: msgid.Compose(math.MinInt64, math.MaxUint64, math.MaxUint64), At: math.MaxInt64},
 			{Kind: journal.Fired, ID: msgid.New(math.MaxInt64, 0), At: math.MinInt64},
+			{Kind: journal.Fired, ID: msgid.Compose(0, 0, 1), At: 0},
 			{Kind: journal.Scheduled, At: math.MinInt64, DeliverAt: math.MaxInt64},
 		},
 		"stray fields": {{Kind: journal.Closed, ID: id, At: 5, Target: "t", Header: journal.Header{"": {""}}, Body: []byte{1}}},
@@ -110,7 +111,8 @@ func TestCodecHostile(t *testing.T) {
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	head := []byte{byte(journal.Scheduled) | 0x40 /* flagDelivery */, 0, 0} // kind, at, deliver at
 	for name, b := range map[string][]byte{
-		"bad version":     {2, 0},
+		"bad version":     {3, 0},
+		"version zero":    {0, 0},
 		"huge count":      cat([]byte{1}, uv(math.MaxUint64)),
 		"count too big":   cat([]byte{1}, uv(3), []byte{byte(journal.Fired), 0}),
 		"kind zero":       {1, 1, 0, 0},
@@ -122,6 +124,8 @@ func TestCodecHostile(t *testing.T) {
 		"huge body":       cat([]byte{1, 1}, head, uv(0), uv(0), uv(1<<62)),
 		"duplicate key":   cat([]byte{1, 1}, head, uv(0), uv(2), uv(1), []byte("k"), uv(0), uv(1), []byte("k"), uv(0), uv(0)),
 		"short stamp":     {1, 1, byte(journal.Fired) | 0x80 /* flagID */, 0, 0, 1, 2, 3},
+		"short random":    {2, 1, byte(journal.Fired) | 0x80, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3},
+		"v1 id in v2":     {2, 1, byte(journal.Fired) | 0x80, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8},
 		"trailing junk":   cat(journal.EncodeRecord(nil, journaltest.GenEvents(1, 1)), []byte{0x80}),
 		"just a version":  {1},
 		"empty":           {},
@@ -136,18 +140,19 @@ func TestCodecHostile(t *testing.T) {
 // TestCodecSize pins the cost of common events, the journal's storage
 // per message.
 func TestCodecSize(t *testing.T) {
-	id := msgid.New(1_700_000_060_000, 1_700_000_000_000<<20)
+	id := msgid.Compose(1_700_000_060_000, 1_700_000_000_000<<20, 0xfedc_ba98_7654_3210)
 	at := int64(1_700_000_000_000)
 	for _, tc := range []struct {
 		name string
 		ev   journal.Event
 		max  int
 	}{
-		{"fired", journal.Event{Kind: journal.Fired, ID: id, At: id.DeliverAt() + 3}, 16},
-		{"cancelled", journal.Event{Kind: journal.Cancelled, ID: id, At: at + 10}, 19},
+		// An id takes its deliver time's delta and 16 bytes: stamp and random part.
+		{"fired", journal.Event{Kind: journal.Fired, ID: id, At: id.DeliverAt() + 3}, 24},
+		{"cancelled", journal.Event{Kind: journal.Cancelled, ID: id, At: at + 10}, 27},
 		{"closed", journal.Event{Kind: journal.Closed, At: at}, 8},
 		{"scheduled 1 KB", journal.Event{Kind: journal.Scheduled, ID: id, At: at, Target: "orders.created", DeliverAt: id.DeliverAt(),
-			Header: journal.Header{"Trace-Id": {"abc123"}}, Body: make([]byte, 1024)}, 1024 + 14 + 6 + 8 + 30},
+			Header: journal.Header{"Trace-Id": {"abc123"}}, Body: make([]byte, 1024)}, 1024 + 14 + 6 + 16 + 30},
 	} {
 		n := len(journal.EncodeRecord(nil, []journal.Event{tc.ev})) - 2 // version and count
 		t.Logf("%s: %d bytes", tc.name, n)
@@ -163,6 +168,8 @@ func fuzzSeeds(f *testing.F) {
 	}
 	merged := journal.EncodeRecord(nil, journaltest.GenEvents(1, 2))
 	f.Add(append(merged, journal.EncodeRecord(nil, journaltest.GenEvents(2, 2))[1:]...))
+	rec, _ := journaltest.V1Record()
+	f.Add(rec)
 }
 
 // FuzzDecodeRecord: decoding arbitrary bytes never panics, fails only with
@@ -189,7 +196,7 @@ func FuzzDecodeRecord(f *testing.F) {
 
 // FuzzRoundTrip: any events encode and decode to themselves.
 func FuzzRoundTrip(f *testing.F) {
-	f.Add(uint8(1), []byte("0123456789abcdef"), int64(1), int64(2), "t", "k", "v1\x00v2", []byte("body"), uint8(3))
+	f.Add(uint8(1), []byte("0123456789abcdefghijklmn"), int64(1), int64(2), "t", "k", "v1\x00v2", []byte("body"), uint8(3))
 	f.Add(uint8(4), []byte{}, int64(math.MinInt64), int64(math.MaxInt64), "", "", "", []byte{}, uint8(0))
 	f.Fuzz(func(t *testing.T, kind uint8, id []byte, at, deliverAt int64, target, key, values string, body []byte, n uint8) {
 		ev := journal.Event{Kind: journal.Kind(kind%4 + 1), At: at, DeliverAt: deliverAt, Target: target, Body: body}
@@ -261,4 +268,51 @@ func TestEncodeChunks(t *testing.T) {
 			t.Errorf("max %d (-want +got):\n%s", max, diff)
 		}
 	}
+}
+
+func TestCodecDecodesVersion1(t *testing.T) {
+	rec, want := journaltest.V1Record()
+	// What the old code printed for the two ids.
+	for i, s := range map[int]string{0: "000038fud2dk46gvsq4je40000", 1: "000038fud2vk0000000000000s"} {
+		id, err := msgid.Parse(s)
+		if err != nil || id != want[i].ID || !id.Legacy() {
+			t.Fatalf("Parse(%q) = %d/%d/%d, %v; want event %d's id", s, id.DeliverAt(), id.Stamp(), id.Random(), err, i)
+		}
+	}
+	got, err := journal.DecodeRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got, journaltest.EquateEmpty); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+	if s := got[0].ID.String(); s != "000038fud2dk46gvsq4je40000" {
+		t.Errorf("decoded id prints as %q, want its old form", s)
+	}
+	// Written again (a compaction does), it is a version 2 record of the
+	// same events.
+	again := journal.EncodeRecord(nil, got)
+	if again[0] != 2 {
+		t.Errorf("re-encoded as version %d, want 2", again[0])
+	}
+	if got2, err := journal.DecodeRecord(again); err != nil || !cmp.Equal(want, got2, journaltest.EquateEmpty) {
+		t.Errorf("re-encoded: %v, %v", got2, err)
+	}
+	// Read as version 2, the same bytes are corrupt, not misread.
+	rec[0] = 2
+	if events, err := journal.DecodeRecord(rec); !errors.Is(err, journal.ErrCorrupt) {
+		t.Errorf("version 1 batches read as version 2: %v, %v; want ErrCorrupt", events, err)
+	}
+}
+
+// Batches of records of different versions cannot be merged: the result
+// would be misread.
+func TestAppendBatchesVersions(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("AppendBatches merged a version 2 record into a version 1 one")
+		}
+	}()
+	rec, _ := journaltest.V1Record()
+	journal.AppendBatches(rec, journal.EncodeRecord(nil, journaltest.GenEvents(1, 2)))
 }

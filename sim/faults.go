@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/pingcap/failpoint"
+
+	"github.com/tockd/tock/msgid"
 )
 
 // fault is a kind of injected fault.
@@ -341,5 +343,5 @@ func (p *faultPlan) fire(k fault) bool {
 
 func (p *faultPlan) note(k fault) {
 	p.counts[k]++
-	p.s.trace.event(evFault, p.s.nowMs(), [16]byte{}, uint64(k))
+	p.s.trace.event(evFault, p.s.nowMs(), msgid.ID{}, uint64(k))
 }

@@ -287,7 +287,7 @@ func describe(events []journal.Event) string {
 		b = append(b, ev.Kind.String()...)
 		if !ev.ID.IsZero() {
 			b = append(b, ':')
-			b = append(b, ev.ID.String()[16:]...)
+			b = append(b, ev.ID.String()[16:26]...) // the stamp's low bits
 			b = append(b, '@')
 			b = strconv.AppendInt(b, ev.At%100000, 10)
 		}

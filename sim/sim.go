@@ -30,6 +30,7 @@ import (
 	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
 )
 
 // Config describes one simulation run.
@@ -323,6 +324,7 @@ type simulator struct {
 	rng    *rand.Rand // task picks
 	frng   *rand.Rand // fault plan and its details
 	wrng   *rand.Rand // workload follow-ups
+	idrng  *rand.Rand // the random parts of ids, for every incarnation
 	faults faultPlan
 	trace  tracer
 	j      *simJournal
@@ -332,7 +334,7 @@ type simulator struct {
 	incs   int
 
 	ops       []op
-	ids       map[[16]byte]int32 // every id answered, → its op
+	ids       map[msgid.ID]int32 // every id answered, → its op
 	wl        map[string]bool
 	faultEnd  int64
 	end       time.Time     // the run ends when nothing is runnable and no timer is due by then
@@ -357,8 +359,10 @@ func run(cfg Config) (Report, error) {
 		rng:  rand.New(rand.NewPCG(cfg.Seed, 1)),
 		frng: rand.New(rand.NewPCG(cfg.Seed, 2)),
 		wrng: rand.New(rand.NewPCG(cfg.Seed, 3)),
-		wl:   map[string]bool{},
-		ids:  map[[16]byte]int32{},
+		// A stream of its own (swarm.go has 5), so ids change no other draw.
+		idrng: rand.New(rand.NewPCG(cfg.Seed, 6)),
+		wl:    map[string]bool{},
+		ids:   map[msgid.ID]int32{},
 	}
 	for _, w := range cfg.Workload {
 		s.wl[w] = true
@@ -412,6 +416,7 @@ func (s *simulator) startIncarnation() error {
 		Dispatcher: &dispatcher{s: s, inc: inc},
 		Supervisor: actor.NewRestartingStrategy(),
 		Go:         func(f func()) { s.queue.push(task{inc: inc, fn: f}) },
+		Random:     s.idrng,
 	})
 	if err != nil {
 		return fmt.Errorf("sim: start incarnation %d: %w", inc.n, err)
@@ -557,7 +562,7 @@ func (s *simulator) observeStorage() {
 
 func (s *simulator) observePurge(slot int64) {
 	s.rep.PurgedSlots++
-	s.trace.event(evPurge, s.nowMs(), [16]byte{}, uint64(slot))
+	s.trace.event(evPurge, s.nowMs(), msgid.ID{}, uint64(slot))
 }
 
 // fail records the first violation.

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"hash"
 	"hash/fnv"
+
+	"github.com/tockd/tock/msgid"
 )
 
 // Trace event kinds: everything observable outside the scheduler.
@@ -23,17 +25,17 @@ const (
 type tracer struct {
 	h   hash.Hash64
 	n   uint64
-	buf [33]byte
+	buf [41]byte
 }
 
 func (t *tracer) init() { t.h = fnv.New64a() }
 
-func (t *tracer) event(kind byte, at int64, id [16]byte, detail uint64) {
+func (t *tracer) event(kind byte, at int64, id msgid.ID, detail uint64) {
 	t.n++
 	t.buf[0] = kind
 	binary.BigEndian.PutUint64(t.buf[1:], uint64(at))
 	copy(t.buf[9:], id[:])
-	binary.BigEndian.PutUint64(t.buf[25:], detail)
+	binary.BigEndian.PutUint64(t.buf[33:], detail)
 	t.h.Write(t.buf[:])
 }
 

@@ -169,7 +169,7 @@ func (s *simulator) planFaults(rng *rand.Rand) {
 
 func (s *simulator) issue(n int) {
 	o := &s.ops[n]
-	s.trace.event(evRequest, s.nowMs(), [16]byte{}, uint64(n))
+	s.trace.event(evRequest, s.nowMs(), msgid.ID{}, uint64(n))
 	s.hist(n, "schedule requested for %s (%s) by incarnation %d", fmtMs(o.reqAt), kindTargets[o.kind], s.cur.n)
 	o.sentInc = s.cur.n
 	s.sched.Schedule(actors.ScheduleRequest{

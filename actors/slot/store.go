@@ -229,9 +229,11 @@ func (st *store) rewrite() {
 	st.headers = live
 }
 
-// dueHeap orders positions by deliver time, then acceptance stamp:
-// exactly id order. It is hand-rolled on int32 so that neither the heap
-// nor its operations allocate or hold pointers.
+// dueHeap orders positions by deliver time, then acceptance stamp, then
+// the id's random part: exactly id order, and a total one even for ids
+// that share a stamp (which tock never mints, but a journal may hold). It
+// is hand-rolled on int32 so that neither the heap nor its operations
+// allocate or hold pointers.
 type dueHeap struct {
 	st    *store
 	pos   []int32
@@ -243,7 +245,10 @@ func (h *dueHeap) less(a, b int32) bool {
 	if ea.deliverAt != eb.deliverAt {
 		return ea.deliverAt < eb.deliverAt
 	}
-	return ea.id.Stamp() < eb.id.Stamp()
+	if sa, sb := ea.id.Stamp(), eb.id.Stamp(); sa != sb {
+		return sa < sb
+	}
+	return ea.id.Random() < eb.id.Random()
 }
 
 // append adds i without ordering: n appends and one fix cost O(n), not

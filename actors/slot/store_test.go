@@ -23,7 +23,7 @@ func storeEvent(r *rand.Rand, i int) journal.Event {
 		size = ownChunk + 1 + r.IntN(1000) // a chunk of its own
 	}
 	body := bytes.Repeat([]byte{byte(i)}, size)
-	ev := journal.Event{Kind: journal.Scheduled, ID: msgid.New(at, uint64(1+r.IntN(4))<<20|uint64(i)), At: at,
+	ev := journal.Event{Kind: journal.Scheduled, ID: msgid.Compose(at, uint64(1+r.IntN(4))<<20|uint64(i), r.Uint64()|1), At: at,
 		Target: fmt.Sprintf("t.%d", i%3), DeliverAt: at, Body: body}
 	if i%5 == 0 {
 		ev.Header = journal.Header{"K": {fmt.Sprint(i)}}
@@ -32,7 +32,8 @@ func storeEvent(r *rand.Rand, i int) journal.Event {
 }
 
 // The store keeps every body and header intact across chunk boundaries
-// and compactions, and its heap pops in id order.
+// and compactions, and its heap pops in id order (deliver time, stamp,
+// random part: a total order).
 func TestStoreKeepsBodiesAndOrder(t *testing.T) {
 	for _, reserve := range []bool{false, true} {
 		t.Run(fmt.Sprintf("reserve=%v", reserve), func(t *testing.T) { testStore(t, reserve) })
@@ -49,6 +50,13 @@ func testStore(t *testing.T, reserve bool) {
 	bodies := 0
 	for i := range events {
 		events[i] = storeEvent(r, i)
+		if i%10 == 1 {
+			// Same deliver time and stamp as the one before (a forged or
+			// foreign record): the random part still orders them.
+			prev := events[i-1].ID
+			events[i].ID = msgid.Compose(prev.DeliverAt(), prev.Stamp(), r.Uint64()|1)
+			events[i].At, events[i].DeliverAt = prev.DeliverAt(), prev.DeliverAt()
+		}
 		bodies += len(events[i].Body)
 	}
 	if reserve {
@@ -112,7 +120,7 @@ func testStore(t *testing.T, reserve bool) {
 	for i, ev := range events {
 		want[i] = ev.ID
 	}
-	slices.SortFunc(want, func(a, b msgid.ID) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(want, msgid.ID.Compare)
 	for i, id := range want {
 		p := st.due.peek()
 		if p < 0 || st.entries[p].id != id {

@@ -180,7 +180,7 @@ func TestScheduleURLFromEnv(t *testing.T) {
 
 func TestErrorReplies(t *testing.T) {
 	url := startNATS(t)
-	id := msgid.New(1893596645123, 7).String()
+	id := msgid.Compose(1893596645123, 7, 0xabcdef).String()
 	for _, tc := range []struct {
 		name  string
 		fn    runFunc
@@ -225,7 +225,7 @@ func TestErrorReplies(t *testing.T) {
 
 func TestCancelAndGet(t *testing.T) {
 	url := startNATS(t)
-	id := msgid.New(1893596645123, 7).String()
+	id := msgid.Compose(1893596645123, 7, 0xabcdef).String()
 	getReply := `{
   "id": "` + id + `",
   "target": "orders.created",
@@ -261,7 +261,7 @@ func TestCancelAndGet(t *testing.T) {
 
 func TestRequestFailures(t *testing.T) {
 	url := startNATS(t)
-	id := msgid.New(1893596645123, 7).String()
+	id := msgid.Compose(1893596645123, 7, 0xabcdef).String()
 
 	// Nobody serves the API.
 	code, out, errs := runVerb(t, runGet, nil, "--nats-url", url, id)

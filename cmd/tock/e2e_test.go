@@ -567,6 +567,7 @@ func TestE2EUnknownAndMalformedIDs(t *testing.T) {
 		msgid.New(time.Now().Add(time.Hour).UnixMilli(), 1).String(), // a slot with nothing in it
 		msgid.New(time.Now().UnixMilli(), 1).String(),                // the live slot
 		"0000000000000000000000000g",                                 // long ago
+		msgid.Compose(time.Now().UnixMilli(), 1, 42).String(),        // a guess with a random part
 	} {
 		for _, verb := range []string{"get", "cancel"} {
 			checkFails(t, verb+" "+id, k.tock("", verb, id), 1, errorLine(404, `no message with id "`+id+`"`))
@@ -577,6 +578,9 @@ func TestE2EUnknownAndMalformedIDs(t *testing.T) {
 		{"get", "0000000000000000000000000A"},    // upper case
 		{"cancel", "0000000000000000000000000a"}, // not canonical: spare bits set
 		{"get", "tock.get.0000000000000000000000000g"},
+		{"get", "000000000000000000000000000000000000001"},    // spare bits set
+		{"get", "00000000000000000000000000000000000000"},     // 38 characters
+		{"cancel", "000000000000000000000000000000000000000"}, // zero random part: only the short form
 		{"get"},
 		{"cancel", "0000000000000000000000000g", "0000000000000000000000000g"},
 	} {

@@ -5,6 +5,7 @@ package journaltest
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -213,7 +214,8 @@ func GenEvents(i, n int) []journal.Event {
 	events := make([]journal.Event, n)
 	for k := range events {
 		at := int64(1_700_000_000_000 + i*10 + k)
-		id := msgid.New(at+60_000, uint64(i*100+k))
+		// Any nonzero random part: the same for the same (i, k).
+		id := msgid.Compose(at+60_000, uint64(i*100+k), uint64(i*100+k+1)*0x9e3779b97f4a7c15)
 		switch (i + k) % 4 {
 		case 0:
 			events[k] = journal.Event{Kind: journal.Scheduled, ID: id, At: at, Target: fmt.Sprintf("orders.%d", i%7),
@@ -483,12 +485,15 @@ func PayloadEvents() []journal.Event {
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
-	id := msgid.New(1_700_000_060_000, 1<<40|3)
+	id := msgid.Compose(1_700_000_060_000, 1<<40|3, 0x8000_0000_0000_0001)
+	legacy := msgid.New(1_700_000_060_000, 1<<40|4) // no random part, as ids were once
 	return []journal.Event{
 		{Kind: journal.Scheduled, ID: id, At: 1_700_000_000_000, Target: "a.b.c", DeliverAt: id.DeliverAt(),
 			Header: journal.Header{"K": {"v1", "v2", ""}, "Ünï": {"ç\x00de"}, "Empty": nil}, Body: all},
 		{Kind: journal.Scheduled, ID: id, At: 1_700_000_000_001, Target: "big", DeliverAt: id.DeliverAt() + 5, Body: big},
-		{Kind: journal.Scheduled, ID: msgid.New(-1, math.MaxUint64), At: math.MinInt64, DeliverAt: math.MaxInt64, Target: "x"},
+		{Kind: journal.Scheduled, ID: msgid.Compose(-1, math.MaxUint64, math.MaxUint64), At: math.MinInt64, DeliverAt: math.MaxInt64, Target: "x"},
+		{Kind: journal.Scheduled, ID: legacy, At: 1_700_000_000_002, Target: "old", DeliverAt: legacy.DeliverAt(), Body: []byte("old")},
+		{Kind: journal.Fired, ID: legacy, At: 1_700_000_060_001},
 		{Kind: journal.Scheduled, ID: id, At: math.MaxInt64},
 		{Kind: journal.Cancelled, ID: id, At: -5},
 		{Kind: journal.Fired, ID: id, At: 0},
@@ -554,4 +559,26 @@ func BodyEvents(n, size int) []journal.Event {
 			Body: []byte(strings.Repeat(string(rune('a'+i%26)), size))}
 	}
 	return events
+}
+
+// V1Record is a record written by tock before ids had a random part
+// (record version 1, 16-byte ids), encoded by that code, and the events it
+// holds: two batches, as the NATS journal merges appends. Journals written
+// then hold such records; they must keep loading, to the same events and
+// ids (which print as "000038fud2dk46gvsq4je40000" and
+// "000038fud2vk0000000000000s").
+func V1Record() ([]byte, []journal.Event) {
+	b, err := hex.DecodeString("0102c1f49ec4e6bf68904e1a1fe68937100000000c6f72646572732e636c6f736501054f72646572" +
+		"010234320e636c6f7365206f7264657220343282ac03e0da010000000000000007028386edc4e6bf68011a1fe6893710000004bab908")
+	if err != nil {
+		panic(err)
+	}
+	id, other := msgid.New(1_795_269_630_786, 1_882_476_646_272_860_160), msgid.New(1_795_269_640_000, 7)
+	return b, []journal.Event{
+		{Kind: journal.Scheduled, ID: id, At: 1_795_269_625_786, Target: "orders.close", DeliverAt: id.DeliverAt(),
+			Header: journal.Header{"Order": {"42"}}, Body: []byte("close order 42")},
+		{Kind: journal.Cancelled, ID: other, At: 1_795_269_626_000},
+		{Kind: journal.Fired, ID: id, At: 1_795_269_630_787},
+		{Kind: journal.Closed, At: 1_795_269_700_000},
+	}
 }

@@ -339,8 +339,8 @@ func encodedSize(events []journal.Event) int {
 	size := 1 + varint // version, count
 	for i := range events {
 		ev := &events[i]
-		// head, At, deliver time, id stamp, deliver delta, target, header count, body
-		size += 1 + 4*varint + 8 + varint + len(ev.Target) + varint + varint + len(ev.Body)
+		// head, At, deliver time, id stamp and random part, deliver delta, target, header count, body
+		size += 1 + 4*varint + 16 + varint + len(ev.Target) + varint + varint + len(ev.Body)
 		for k, vs := range ev.Header {
 			size += 2*varint + len(k)
 			for _, v := range vs {

@@ -17,6 +17,7 @@ import (
 	"github.com/tockd/tock/internal/natstest"
 	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/journal/journaltest"
+	"github.com/tockd/tock/msgid"
 )
 
 // startServer runs an embedded JetStream server storing in dir.
@@ -182,6 +183,46 @@ func TestNATSRestartKeepsData(t *testing.T) {
 	}
 	if next := journaltest.AppendWait(t, j, 3, journaltest.GenEvents(2, 1)); next <= seq {
 		t.Errorf("seq after restart %d, before %d", next, seq)
+	}
+}
+
+// TestNATSReadsVersion1Records: a slot written before ids had a random
+// part (record version 1) loads, before and after a restart, with the
+// records appended since (version 2) after it.
+func TestNATSReadsVersion1Records(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir)
+	cfg := testConfig()
+	cfg.SlotWidth = time.Minute // the old record's ids share one slot
+	nc := connect(t, s)
+	j := openJournal(t, nc, cfg)
+	rec, want := journaltest.V1Record()
+	slot := want[0].ID.DeliverAt() / cfg.SlotWidth.Milliseconds()
+	if _, err := nc.Request(j.subject(slot), rec, 5*time.Second); err != nil { // a JetStream publish: wait for its ack
+		t.Fatal(err)
+	}
+	id := msgid.Compose(want[0].ID.DeliverAt()+1000, want[0].ID.Stamp()+1, 0x5eed)
+	later := []journal.Event{
+		{Kind: journal.Scheduled, ID: id, At: want[0].At + 1, Target: "orders.close", DeliverAt: id.DeliverAt(), Body: []byte("new")},
+		{Kind: journal.Fired, ID: id, At: id.DeliverAt()},
+	}
+	journaltest.AppendWait(t, j, slot, later)
+	want = append(want, later...)
+	got, seq := journaltest.Load(t, j, slot)
+	if diff := cmp.Diff(want, got, journaltest.EquateEmpty); diff != "" {
+		t.Fatalf("events (-want +got):\n%s", diff)
+	}
+	if got[0].ID.String() != "000038fud2dk46gvsq4je40000" {
+		t.Errorf("the old id prints as %s", got[0].ID)
+	}
+	j.Close()
+	s.Shutdown()
+	s.WaitForShutdown()
+
+	j = openJournal(t, connect(t, startServer(t, dir)), cfg)
+	got, gotSeq := journaltest.Load(t, j, slot)
+	if diff := cmp.Diff(want, got, journaltest.EquateEmpty); diff != "" || gotSeq != seq {
+		t.Fatalf("after restart: seq %d (want %d), events (-want +got):\n%s", gotSeq, seq, diff)
 	}
 }
 
