@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/tockd/tock/clock"
 	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/gateway"
+	"github.com/tockd/tock/internal/natsurl"
 	"github.com/tockd/tock/journal/natsjournal"
 )
 
@@ -68,20 +70,20 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		}
 		url = s.ns.ClientURL()
 	}
-	s.nc, err = nats.Connect(url, nats.Name("tock"), nats.MaxReconnects(-1),
+	s.nc, err = nats.Connect(url, connectOptions(cfg, nats.Name("tock"), nats.MaxReconnects(-1),
 		// No reconnect buffer: a journal append reported failed must not be
 		// written later from a buffer, after the slot reloaded without it.
-		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))
+		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", url, err)
+		return nil, fmt.Errorf("connect to %s: %w", natsurl.Redact(url), err)
 	}
 	// Slot loads read on a connection of their own: the server answers a
 	// batched read in the asking connection's turn, and deliveries must not
 	// queue behind a big slot's records.
-	s.readNC, err = nats.Connect(url, nats.Name("tock-journal-reads"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond))
+	s.readNC, err = nats.Connect(url, connectOptions(cfg, nats.Name("tock-journal-reads"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond))...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", url, err)
+		return nil, fmt.Errorf("connect to %s: %w", natsurl.Redact(url), err)
 	}
 	if max := int(s.nc.MaxPayload()); cfg.MaxPayload >= max {
 		s.log.Warn("--max-payload is not below the server's max_payload: larger messages get a NATS error instead of 413",
@@ -116,6 +118,15 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		return nil, fmt.Errorf("start gateway: %w", err)
 	}
 	return s, nil
+}
+
+// connectOptions puts cfg.ConnectOptions (external server only) before
+// tock's own options, so that these, which tock relies on, win.
+func connectOptions(cfg Config, own ...nats.Option) []nats.Option {
+	if cfg.NATSURL == "" {
+		return own
+	}
+	return append(slices.Clone(cfg.ConnectOptions), own...)
 }
 
 func startServer(cfg Config) (*server.Server, error) {
