@@ -122,7 +122,16 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 
 // connectOptions puts cfg.ConnectOptions (external server only) before
 // tock's own options, so that these, which tock relies on, win.
+// Asynchronous errors (a permission the server denies, a slow consumer)
+// go to the log instead of nats.go's default, a line on stderr.
 func connectOptions(cfg Config, own ...nats.Option) []nats.Option {
+	own = append(own, nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		attrs := []any{"conn", nc.Opts.Name, "err", err}
+		if sub != nil {
+			attrs = append(attrs, "subject", sub.Subject)
+		}
+		cfg.Logger.Error("NATS error", attrs...)
+	}))
 	if cfg.NATSURL == "" {
 		return own
 	}
