@@ -6,6 +6,8 @@ package service
 import (
 	"log/slog"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Config is everything `tock serve` can set.
@@ -28,6 +30,11 @@ type Config struct {
 	Insecure bool
 	// NATSURL, when set, uses that JetStream-enabled server instead of embedding one.
 	NATSURL string
+	// ConnectOptions authenticate tock to NATSURL (credentials, nkeys,
+	// TLS: see cmd/tock/natsflags.go); both of tock's connections get them,
+	// before its own options. Unused with the embedded server. NATSURL
+	// may carry user:password@ too; it is redacted wherever tock prints it.
+	ConnectOptions []nats.Option
 	// MaxDelay bounds how far ahead a message may be scheduled.
 	MaxDelay time.Duration
 	// MaxPayload bounds body plus headers of a scheduled message, in bytes.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -16,6 +17,7 @@ import (
 	"github.com/tockd/tock/clock"
 	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/gateway"
+	"github.com/tockd/tock/internal/natsurl"
 	"github.com/tockd/tock/journal/natsjournal"
 )
 
@@ -87,9 +89,9 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	}
 	conn := func(name string, auth []nats.Option, extra ...nats.Option) (*nats.Conn, error) {
 		opts := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, auth...)
-		nc, err := nats.Connect(url, append(opts, extra...)...)
+		nc, err := nats.Connect(url, connectOptions(cfg, append(opts, extra...)...)...)
 		if err != nil {
-			return nil, fmt.Errorf("connect to %s: %w", url, err)
+			return nil, fmt.Errorf("connect to %s: %w", natsurl.Redact(url), err)
 		}
 		return nc, nil
 	}
@@ -148,6 +150,24 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		return nil, fmt.Errorf("start gateway: %w", err)
 	}
 	return s, nil
+}
+
+// connectOptions puts cfg.ConnectOptions (external server only) before
+// tock's own options, so that these, which tock relies on, win.
+// Asynchronous errors (a permission the server denies, a slow consumer)
+// go to the log instead of nats.go's default, a line on stderr.
+func connectOptions(cfg Config, own ...nats.Option) []nats.Option {
+	own = append(own, nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		attrs := []any{"conn", nc.Opts.Name, "err", err}
+		if sub != nil {
+			attrs = append(attrs, "subject", sub.Subject)
+		}
+		cfg.Logger.Error("NATS error", attrs...)
+	}))
+	if cfg.NATSURL == "" {
+		return own
+	}
+	return append(slices.Clone(cfg.ConnectOptions), own...)
 }
 
 func startServer(e *embedded, log *slog.Logger) (*server.Server, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 
 	"github.com/nats-io/nats.go"
 
@@ -30,8 +31,8 @@ func benchAidFlags(fs *flag.FlagSet, o *serveOpts) {
 // runBenchPlain runs the plain reference against svc's server, over
 // loopback TCP or (spec.Pipe) nats.InProcessServer's pipe, and prints the
 // result line to stdout.
-func runBenchPlain(ctx context.Context, svc *service.Service, spec bench.PlainSpec, stdout io.Writer, log *slog.Logger) {
-	opts := []nats.Option{nats.Name("tock-bench-plain"), nats.MaxReconnects(0)}
+func runBenchPlain(ctx context.Context, svc *service.Service, spec bench.PlainSpec, auth []nats.Option, stdout io.Writer, log *slog.Logger) {
+	opts := append(slices.Clone(auth), nats.Name("tock-bench-plain"), nats.MaxReconnects(0))
 	if spec.Pipe {
 		opts = append(opts, nats.InProcessServer(svc))
 	}

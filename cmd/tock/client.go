@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tockd/tock/internal/natsurl"
 	"github.com/tockd/tock/msgid"
 )
 
@@ -37,6 +38,7 @@ const (
 type clientOpts struct {
 	url     string
 	timeout time.Duration
+	conn    connOpts
 }
 
 func addClientFlags(fs *flag.FlagSet, o *clientOpts) {
@@ -45,14 +47,23 @@ func addClientFlags(fs *flag.FlagSet, o *clientOpts) {
 		url = defaultNATSURL
 	}
 	fs.StringVar(&o.url, "nats-url", url, "NATS server `URL`; $"+envNATSURL+" sets the default")
+	fs.Lookup("nats-url").DefValue = natsurl.Redact(url) // help prints it
 	fs.Var(newDurationValue(&o.timeout, defaultTimeout), "timeout", "give up on the connection or reply after this `duration`")
+	addConnFlags(fs, &o.conn)
+	o.conn.readEnv(os.Getenv)
 }
 
+// connect checks the connection flags (a usage error if they do not fit)
+// and connects.
 func (o *clientOpts) connect(name string, opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.Name("tock " + name), nats.Timeout(o.timeout)}, opts...)
+	auth, err := o.conn.options(o.url)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(append([]nats.Option{nats.Name("tock " + name), nats.Timeout(o.timeout)}, auth...), opts...)
 	nc, err := nats.Connect(o.url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", o.url, err)
+		return nil, fmt.Errorf("connect to %s: %w", natsurl.Redact(o.url), err)
 	}
 	return nc, nil
 }
@@ -72,7 +83,7 @@ func (o *clientOpts) request(ctx context.Context, c *command, m *nats.Msg, stdou
 	case err == nil:
 		return printReply(c, reply.Data, stdout, stderr)
 	case errors.Is(err, nats.ErrNoResponders):
-		err = fmt.Errorf("nothing answers on %s at %s: is tock serving there?", m.Subject, o.url)
+		err = fmt.Errorf("nothing answers on %s at %s: is tock serving there?", m.Subject, natsurl.Redact(o.url))
 	case ctx.Err() != nil:
 		err = fmt.Errorf("interrupted")
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):

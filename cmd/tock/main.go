@@ -65,7 +65,9 @@ func commands() []*command {
 				"Sizes take a plain byte count or a suffix: 512KiB, 1MiB (also k, M; kB/MB are powers of 1000).\n" +
 				"Memory: without --memory-limit or GOMEMLIMIT, Go's soft memory limit is 90% of the\n" +
 				"cgroup's memory limit (v2 memory.max, v1 memory.limit_in_bytes), if there is one, so the\n" +
-				"GC works harder before a container's limit is reached; the start-up log names the limit.",
+				"GC works harder before a container's limit is reached; the start-up log names the limit.\n" +
+				"With --nats-url, that server needs JetStream, and tock's user the permissions in\n" +
+				"docs/SECURITY.md.\n" + connHelp,
 			flags: func() *flag.FlagSet { return serveFlags(new(serveOpts)) },
 			run:   runServe,
 		},
@@ -78,7 +80,7 @@ func commands() []*command {
 				"TIME is RFC 3339 (2030-01-02T15:04:05.123Z, fraction optional) or Unix milliseconds.\n" +
 				"DURATION is a Go duration, or days: 90s, 15m, 36h, 7d.\n" +
 				"Every -H header travels with the message. Flags may come after BODY;\n" +
-				"put BODY after -- when it starts with \"-\".",
+				"put BODY after -- when it starts with \"-\".\n" + connHelp,
 			flags: func() *flag.FlagSet { return scheduleFlags(new(scheduleOpts)) },
 			run:   runSchedule,
 		},
@@ -86,7 +88,7 @@ func commands() []*command {
 			name:     "cancel",
 			synopsis: "[flags] ID",
 			summary:  "cancel a pending message",
-			detail:   "Prints the reply {id, state}.",
+			detail:   "Prints the reply {id, state}.\n" + connHelp,
 			flags:    func() *flag.FlagSet { return idFlags("cancel", new(clientOpts)) },
 			run:      runCancel,
 		},
@@ -94,7 +96,7 @@ func commands() []*command {
 			name:     "get",
 			synopsis: "[flags] ID",
 			summary:  "show a message's state",
-			detail:   "Prints the reply {id, target, deliver_at, state, delivered_at?, cancelled_at?}.",
+			detail:   "Prints the reply {id, target, deliver_at, state, delivered_at?, cancelled_at?}.\n" + connHelp,
 			flags:    func() *flag.FlagSet { return idFlags("get", new(clientOpts)) },
 			run:      runGet,
 		},
@@ -116,7 +118,7 @@ func commands() []*command {
 				"  RECEIVED-AT SUBJECT TOCK-ID LATENESS \"BODY\"\n" +
 				"LATENESS is the receive time minus the Tock-Deliver-At header, in ms;\n" +
 				"\"-\" stands for a missing header. Runs until interrupted, --count\n" +
-				"messages have arrived or --for has passed.",
+				"messages have arrived or --for has passed.\n" + connHelp,
 			flags: func() *flag.FlagSet { return watchFlags(new(watchOpts)) },
 			run:   runWatch,
 		},
@@ -220,7 +222,8 @@ func printOverview(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'tock help COMMAND' or 'tock COMMAND -h' for a command's flags.")
-	fmt.Fprintln(w, "Client commands connect to $TOCK_NATS_URL, else nats://127.0.0.1:4222.")
+	fmt.Fprintln(w, "Client commands connect to $TOCK_NATS_URL, else nats://127.0.0.1:4222;")
+	fmt.Fprintln(w, "credentials and TLS: 'tock help schedule'.")
 }
 
 func printUsage(w io.Writer, c *command) {

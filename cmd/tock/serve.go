@@ -13,9 +13,11 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tockd/tock/bench"
+	"github.com/tockd/tock/internal/natsurl"
 	"github.com/tockd/tock/service"
 )
 
@@ -44,6 +46,7 @@ type serveOpts struct {
 	sync            string
 	gcPercent       int
 	memoryLimit     int
+	conn            connOpts        // credentials for --nats-url
 	benchPlain      bench.PlainSpec // hidden bench aid, see benchAidFlags
 	set             map[string]bool // flags given on the command line
 }
@@ -57,6 +60,7 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 	fs.StringVar(&c.AppAccount, "app-account", "", "with --nats-config: the `account` whose clients use tock and receive deliveries (default: no_auth_user's account, else the global account)")
 	fs.BoolVar(&c.Insecure, "insecure", false, "let the embedded NATS server accept clients without credentials on a non-loopback address")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "use the JetStream-enabled NATS server at `URL` instead of embedding one")
+	addConnFlags(fs, &o.conn)
 	fs.Var(newDurationValue(&c.MaxDelay, service.DefaultMaxDelay), "max-delay", "refuse messages due further ahead than this `duration`")
 	fs.Var(newBytesValue(&c.MaxPayload, service.DefaultMaxPayload), "max-payload", "refuse messages whose body plus headers exceed this `size`")
 	fs.Var(newDurationValue(&c.Retention, service.DefaultRetention), "retention", "keep delivered and cancelled messages queryable for this `duration`")
@@ -122,6 +126,14 @@ func parseServe(args []string) (*serveOpts, error) {
 		if c.DataDir == "" {
 			return nil, usagef("--data must not be empty")
 		}
+		if g := o.conn.flagsGiven(); len(g) > 0 {
+			return nil, usagef("%s: only with --nats-url (they say how to reach an external server)", strings.Join(g, ", "))
+		}
+	} else {
+		o.conn.readEnv(os.Getenv)
+		if c.ConnectOptions, err = o.conn.options(c.NATSURL); err != nil {
+			return nil, err
+		}
 	}
 	switch o.sync {
 	case "interval":
@@ -158,6 +170,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if o.cfg.NATSURL != "" && (o.set["data"] || o.set["nats-listen"] || o.set["sync"] || o.set["nats-config"] || o.set["insecure"] || o.set["app-account"]) {
 		log.Warn("--data, --nats-listen, --nats-config, --app-account, --insecure and --sync are ignored with --nats-url")
 	}
+	warnConnEnv(log, o.cfg.NATSURL, os.Getenv)
 
 	if o.pprofAddr != "" {
 		stop, err := servePprof(o.pprofAddr, log)
@@ -192,7 +205,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		"memory_limit", mem.String(), "memory_limit_from", mem.from,
 	}
 	if cfg.NATSURL != "" {
-		attrs = append(attrs, "nats_url", cfg.NATSURL)
+		attrs = append(attrs, "nats_url", natsurl.Redact(cfg.NATSURL))
 	} else {
 		attrs = append(attrs, "data", cfg.DataDir, "nats_listen", cfg.Listen, "nats_config", cfg.NATSConfig, "sync", o.sync)
 	}
@@ -202,12 +215,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		log.Error("tock failed to start", "err", err)
 		return 1
 	}
-	log.Info("tock ready", "url", svc.ClientURL())
+	log.Info("tock ready", "url", natsurl.Redact(svc.ClientURL()))
 	aidDone := make(chan struct{})
 	if o.benchPlain.N > 0 {
 		go func() {
 			defer close(aidDone)
-			runBenchPlain(ctx, svc, o.benchPlain, stdout, log)
+			runBenchPlain(ctx, svc, o.benchPlain, cfg.ConnectOptions, stdout, log)
 		}()
 	} else {
 		close(aidDone)
@@ -234,7 +247,7 @@ func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/cmdline", redactedCmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
