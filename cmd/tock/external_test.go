@@ -49,9 +49,12 @@ func tockPermissions(targets ...string) *server.Permissions {
 			"$JS.API.DIRECT.GET.TOCK_JOURNAL",
 			"$JS.API.DIRECT.GET.TOCK_JOURNAL.>",
 			"tock.journal.>",
+			// Refused journal records are copied here (docs/SECURITY.md).
+			"$JS.API.STREAM.*.TOCK_QUARANTINE",
+			"tock.quarantine.>",
 		}, targets...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
-			"_INBOX.>", "tock.schedule.>", "tock.cancel.*", "tock.get.*", "$SRV.>",
+			"_INBOX.>", "tock.schedule.>", "tock.cancel.*", "tock.get.*", "tock.status", "$SRV.>",
 		}},
 		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 	}
