@@ -23,9 +23,6 @@ const (
 	HeaderDeliverAt = "Tock-Deliver-At"
 	// HeaderDelay is a delay from now as a Go duration (1500ms, 5m, 24h).
 	HeaderDelay = "Tock-Delay"
-	// HeaderRequestInfo is set by the NATS server on a request imported
-	// from another account; it never travels.
-	HeaderRequestInfo = "Nats-Request-Info"
 )
 
 // Subjects of the NATS door.
@@ -273,10 +270,6 @@ func ParseScheduleTo(target string, h map[string][]string, body []byte, now time
 			if nDelay += len(vs); len(vs) > 0 {
 				delay = vs[0]
 			}
-			continue
-		case k == HeaderRequestInfo:
-			// The server describes the requester on requests that cross
-			// accounts (service imports); it is not the producer's header.
 			continue
 		}
 		if e := validateHeader(k, vs); e != nil {

@@ -349,8 +349,8 @@ func TestJournalMovesIntoTheTockAccount(t *testing.T) {
 	}
 }
 
-// micro's discovery reaches tock from the application account.
-func TestDiscoveryThroughTheImport(t *testing.T) {
+// micro's discovery and tock.status answer in the application account.
+func TestDiscoveryAndStatus(t *testing.T) {
 	h := start(t, Config{})
 	res, err := h.nc.Request("$SRV.INFO.tock", nil, 5*time.Second)
 	if err != nil {

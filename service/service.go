@@ -44,7 +44,7 @@ type Service struct {
 	ns        *server.Server // nil with an external server
 	nc        *nats.Conn
 	readNC    *nats.Conn // the journal's reads
-	deliverNC *nats.Conn // deliveries: the application account (nc with an external server)
+	appNC     *nats.Conn // the gateway and deliveries: the application account (nc with an external server)
 	journal   *natsjournal.Journal
 	publisher *delivery.Publisher
 	scheduler *actors.Scheduler
@@ -80,7 +80,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		if s.ns, err = startServer(e, cfg.Logger); err != nil {
 			return nil, err
 		}
-		if err := e.connectAccounts(s.ns, gateway.RequestSubjects()); err != nil {
+		if err := e.enableAppJetStream(s.ns); err != nil {
 			return nil, err
 		}
 		url = s.ns.ClientURL()
@@ -106,11 +106,12 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	if s.readNC, err = conn("tock-journal-reads", private); err != nil {
 		return nil, err
 	}
-	// Deliveries go out in the application account, where the targets
-	// are; with an external server everything shares tock's one account.
-	s.deliverNC = s.nc
+	// Requests are answered and deliveries go out in the application
+	// account, where clients and targets are; with an external server
+	// everything shares tock's one account.
+	s.appNC = s.nc
 	if s.ns != nil {
-		if s.deliverNC, err = conn("tock-deliveries", app); err != nil {
+		if s.appNC, err = conn("tock-app", app); err != nil {
 			return nil, err
 		}
 	}
@@ -129,7 +130,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	clk := clock.Real{}
-	s.publisher, err = delivery.New(s.deliverNC, clk, delivery.Config{}, s.log.With("part", "delivery"))
+	s.publisher, err = delivery.New(s.appNC, clk, delivery.Config{}, s.log.With("part", "delivery"))
 	if err != nil {
 		return nil, fmt.Errorf("start publisher: %w", err)
 	}
@@ -140,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start actors: %w", err)
 	}
-	s.gateway, err = gateway.Start(s.nc, s.scheduler, clk, gateway.Config{
+	s.gateway, err = gateway.Start(s.appNC, s.scheduler, clk, gateway.Config{
 		MaxDelay: cfg.MaxDelay, MaxPayload: cfg.MaxPayload, Version: Version,
 	}, s.log.With("part", "gateway"))
 	if err != nil {
@@ -261,8 +262,8 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if s.readNC != nil {
 		s.readNC.Close()
 	}
-	if s.deliverNC != nil && s.deliverNC != s.nc {
-		s.deliverNC.Close()
+	if s.appNC != nil && s.appNC != s.nc {
+		s.appNC.Close()
 	}
 	if s.ns != nil {
 		s.ns.Shutdown()
