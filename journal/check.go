@@ -63,7 +63,8 @@ func Check(slot, widthMs int64, ev *Event) error {
 	return fmt.Errorf("%w: unknown event kind %d", ErrForeign, uint8(ev.Kind))
 }
 
-// SlotOf is the slot of a deliver time for slots of widthMs (> 0).
+// SlotOf is the slot of a deliver time for slots of widthMs (> 0),
+// rounding down for negative times too (also: the bucket of a slot).
 func SlotOf(ms, widthMs int64) int64 { return floorDiv(ms, widthMs) }
 
 func floorDiv(a, b int64) int64 {

@@ -76,18 +76,10 @@ func (n *Journal) farSubject(bucket int64) string {
 }
 
 // bucketOf is the bucket of slot.
-func (n *Journal) bucketOf(slot int64) int64 { return floorDiv(slot, n.bucketSlots) }
+func (n *Journal) bucketOf(slot int64) int64 { return journal.SlotOf(slot, n.bucketSlots) }
 
 // slotOfMs is the slot of a deliver time.
-func (n *Journal) slotOfMs(ms int64) int64 { return floorDiv(ms, n.widthMs) }
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && (a < 0) != (b < 0) {
-		q--
-	}
-	return q
-}
+func (n *Journal) slotOfMs(ms int64) int64 { return journal.SlotOf(ms, n.widthMs) }
 
 // farEligible reports whether events may be stored in slot's far bucket:
 // every one must name slot through its id, so that a bucket's mixed
