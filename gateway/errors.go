@@ -8,11 +8,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/tockd/tock/actors/slot"
+	"github.com/tockd/tock/subject"
 )
 
 // Error codes. They equal HTTP statuses, so an HTTP door can use them as is.
 const (
 	CodeBadRequest  = 400 // the request is malformed or asks for something tock refuses
+	CodeForbidden   = 403 // the target is valid but not one this tock serves (--allow-targets)
 	CodeNotFound    = 404 // no message with that id (also for a malformed id)
 	CodeConflict    = 409 // cancel of a message that is no longer pending
 	CodeTooLarge    = 413 // body plus headers over Config.MaxPayload
@@ -129,6 +131,13 @@ func errDeliverAtTooLate(v string, latest int64, limit time.Duration) *Error {
 
 func errBadTarget(target, why string) *Error {
 	return badRequest("invalid target %s: %s", quote(target), why)
+}
+
+func errTargetNotAllowed(target string, allow subject.Allow) *Error {
+	return &Error{
+		Code:        CodeForbidden,
+		Description: fmt.Sprintf("target %s is not allowed: this tock delivers only to %s (--allow-targets)", quote(target), allow),
+	}
 }
 
 func errBadHeader(name, why string) *Error {

@@ -221,19 +221,3 @@ func FuzzParseSchedule(f *testing.F) {
 		}
 	})
 }
-
-// plainTarget is ValidateTarget's fast path: whatever it accepts, the
-// full check must accept too.
-func FuzzPlainTarget(f *testing.F) {
-	for _, s := range []string{"orders.remind", "a", "a..b", ".a", "a.", "$SYS.x", "tock.x", "tocks.x", "x.tock", "a b", "a\tb",
-		"a*", "a>", "ü", "a\x7f", "", "tock"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, target string) {
-		if plainTarget(target) {
-			if e := validateTarget(target); e != nil {
-				t.Fatalf("plainTarget(%q) accepts what validateTarget refuses: %s", target, e.Description)
-			}
-		}
-	})
-}

@@ -34,6 +34,7 @@ import (
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/clock"
 	"github.com/tockd/tock/msgid"
+	"github.com/tockd/tock/subject"
 )
 
 // Scheduler is what the gateway drives (implemented by the actors package).
@@ -50,6 +51,9 @@ type Config struct {
 	MaxDelay time.Duration
 	// MaxPayload bounds body plus headers (see HeaderSize) of a message, in bytes.
 	MaxPayload int
+	// AllowTargets limits the targets producers may schedule to (403
+	// otherwise); the zero value allows every schedulable subject.
+	AllowTargets subject.Allow
 	// Version is the micro service version (SemVer); empty means "0.0.0".
 	Version string
 }

@@ -4,14 +4,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/msgid"
+	"github.com/tockd/tock/subject"
 )
 
 // Control headers of a schedule request. Exactly one must be set; neither
@@ -167,70 +166,23 @@ func ParseDelay(v string) (time.Duration, *Error) {
 	return d, nil
 }
 
-// ValidateTarget checks that target is a subject tock may publish to: one
-// or more non-empty tokens separated by dots, valid UTF-8, no wildcards,
-// no whitespace or control characters, not a $-prefixed system subject
-// and not under tock's own "tock." subjects.
+// ValidateTarget checks that target is a subject a producer may schedule
+// to (subject.Schedulable: tokens with no wildcard, whitespace, control
+// or Unicode format character, not $-prefixed, not tock's own, not an
+// inbox or reply subject) and, with a Config, one its AllowTargets allow.
 func ValidateTarget(target string) *Error {
-	if plainTarget(target) {
-		return nil
+	if err := subject.Schedulable(target); err != nil {
+		return errBadTarget(target, err.Error())
 	}
-	return validateTarget(target)
+	return nil
 }
 
-// plainTarget reports whether target is tokens of printable ASCII that
-// validateTarget accepts: the common case, checked in one pass over the
-// bytes instead of decoding runes and scanning again for empty tokens
-// (every schedule is validated). Anything else goes to validateTarget,
-// which also says what is wrong.
-func plainTarget(target string) bool {
-	if target == "" || target[0] == '.' || target[0] == '$' || target[len(target)-1] == '.' {
-		return false
+func (c Config) checkTarget(target string) *Error {
+	if e := ValidateTarget(target); e != nil {
+		return e
 	}
-	dot := false // the previous byte was a dot
-	for i := 0; i < len(target); i++ {
-		switch c := target[i]; {
-		case c <= ' ' || c >= 0x7f || c == '*' || c == '>':
-			return false
-		case c == '.':
-			if dot {
-				return false
-			}
-			dot = true
-		default:
-			dot = false
-		}
-	}
-	first, _, _ := strings.Cut(target, ".")
-	return first != "tock"
-}
-
-func validateTarget(target string) *Error {
-	if target == "" {
-		return errBadTarget(target, "target is empty")
-	}
-	if !utf8.ValidString(target) {
-		return errBadTarget(target, "not valid UTF-8")
-	}
-	for _, r := range target {
-		switch {
-		case r == '*' || r == '>':
-			return errBadTarget(target, "wildcards (* and >) are not allowed")
-		case unicode.IsSpace(r):
-			return errBadTarget(target, "whitespace is not allowed")
-		case unicode.IsControl(r):
-			return errBadTarget(target, "control characters are not allowed")
-		}
-	}
-	if strings.HasPrefix(target, ".") || strings.HasSuffix(target, ".") || strings.Contains(target, "..") {
-		return errBadTarget(target, "empty token")
-	}
-	if target[0] == '$' {
-		return errBadTarget(target, "$-prefixed system subjects are not allowed")
-	}
-	first, _, _ := strings.Cut(target, ".")
-	if first == "tock" {
-		return errBadTarget(target, "tock's own subjects (tock.>) are not allowed")
+	if !c.AllowTargets.Allows(target) {
+		return errTargetNotAllowed(target, c.AllowTargets)
 	}
 	return nil
 }
@@ -251,7 +203,7 @@ func ParseSchedule(subject string, h nats.Header, body []byte, now time.Time, cf
 // itself; h may be a nats.Header or an http.Header. Checks run in this
 // order: target, headers, deliver time, size.
 func ParseScheduleTo(target string, h map[string][]string, body []byte, now time.Time, cfg Config) (actors.ScheduleRequest, *Error) {
-	if e := ValidateTarget(target); e != nil {
+	if e := cfg.checkTarget(target); e != nil {
 		return actors.ScheduleRequest{}, e
 	}
 	// How many time header values came, and one of them: any count but
@@ -272,7 +224,7 @@ func ParseScheduleTo(target string, h map[string][]string, body []byte, now time
 			}
 			continue
 		}
-		if e := validateHeader(k, vs); e != nil {
+		if e := CheckHeader(k, vs); e != nil {
 			return actors.ScheduleRequest{}, e
 		}
 		if len(vs) == 0 {
@@ -322,13 +274,18 @@ func ParseScheduleTo(target string, h map[string][]string, body []byte, now time
 	return actors.ScheduleRequest{Target: target, DeliverAt: deliverAt, Header: travel, Body: body}, nil
 }
 
-// validateHeader refuses a header that cannot be published again as is.
-func validateHeader(k string, vs []string) *Error {
+// CheckHeader refuses a header a producer may not send along: one that
+// cannot be published again as is, or one whose meaning is NATS's or
+// tock's rather than the application's (reservedHeader).
+func CheckHeader(k string, vs []string) *Error {
 	if k == "" {
 		return errBadHeader(k, "empty name")
 	}
 	if strings.ContainsAny(k, ":\r\n") {
 		return errBadHeader(k, "name holds ':', CR or LF")
+	}
+	if why := reservedHeader(k); why != "" {
+		return errBadHeader(k, why)
 	}
 	for _, v := range vs {
 		if strings.ContainsAny(v, "\r\n") {
@@ -336,6 +293,40 @@ func validateHeader(k string, vs []string) *Error {
 		}
 	}
 	return nil
+}
+
+// reservedHeader says why header k may not travel with a scheduled
+// message, "" if it may. The table is docs/SECURITY.md's "Headers".
+// Names are compared without regard to case: nats.go and nats-server
+// match some of them exactly and some not, and a producer should not
+// find out which by experiment.
+func reservedHeader(k string) string {
+	switch {
+	case hasPrefixFold(k, "Nats-"):
+		// Nats-Msg-Id (tock sets it to the message id, for the target
+		// stream's duplicate window), Nats-Expected-* (the stream would
+		// refuse the delivery), Nats-Rollup (it would purge the target's
+		// subject or stream), Nats-TTL, Nats-Schedule-*, Nats-Incr,
+		// Nats-Batch-*, Nats-Required-Api-Level and whatever NATS adds:
+		// all change how the server stores the delivered message.
+		return "Nats-* headers are reserved by NATS and change how the target's stream stores the message"
+	case hasPrefixFold(k, "Tock-"):
+		// Tock-Id and Tock-Deliver-At are set by tock on delivery; other
+		// names are kept for tock's own control headers.
+		return "Tock-* headers other than " + HeaderDeliverAt + " and " + HeaderDelay + " are reserved by tock"
+	case strings.EqualFold(k, "Status"), strings.EqualFold(k, "Description"):
+		// nats.go reads a status line into these: a delivery with
+		// Status 100, 404, 408, 409 or 503 would look like a JetStream
+		// control message or a no-responders reply to its consumer.
+		return "Status and Description are how NATS clients read status replies"
+	case strings.EqualFold(k, "KV-Operation"):
+		return "KV-Operation marks deletes in JetStream key-value buckets"
+	}
+	return ""
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // HeaderSize is the size of h in the NATS wire encoding

@@ -3,6 +3,8 @@ package gateway
 import (
 	"math"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/subject"
 )
 
 // testNow has a sub-millisecond part so rounding up shows.
@@ -149,7 +152,8 @@ func TestValidateTarget(t *testing.T) {
 		{in: "orders"},
 		{in: "orders.remind"},
 		{in: "a.b.c.d.e"},
-		{in: "_INBOX.abc"},
+		{in: "_INBOXES.abc"},
+		{in: "x._INBOX.abc"},
 		{in: "tockx.a"},
 		{in: "a.tock"},
 		{in: "a.tock.b"},
@@ -159,7 +163,7 @@ func TestValidateTarget(t *testing.T) {
 		{in: "ü.ñ.日本"},
 		{in: "a-b_c.1:2"},
 
-		{in: "", want: bad(`invalid target "": target is empty`)},
+		{in: "", want: bad(`invalid target "": empty subject`)},
 		{in: ".", want: bad(`invalid target ".": empty token`)},
 		{in: "a..b", want: bad(`invalid target "a..b": empty token`)},
 		{in: "a.", want: bad(`invalid target "a.": empty token`)},
@@ -183,6 +187,12 @@ func TestValidateTarget(t *testing.T) {
 		{in: "tock", want: bad(`invalid target "tock": tock's own subjects (tock.>) are not allowed`)},
 		{in: "tock.schedule.x", want: bad(`invalid target "tock.schedule.x": tock's own subjects (tock.>) are not allowed`)},
 		{in: "tock.journal.5", want: bad(`invalid target "tock.journal.5": tock's own subjects (tock.>) are not allowed`)},
+		{in: "_INBOX.abc", want: bad(`invalid target "_INBOX.abc": reply subjects (_INBOX.>) are not allowed`)},
+		{in: "_R_.abc.x", want: bad(`invalid target "_R_.abc.x": reply subjects (_R_.>) are not allowed`)},
+		{in: "_GR_.abc.x", want: bad(`invalid target "_GR_.abc.x": reply subjects (_GR_.>) are not allowed`)},
+		{in: "_TOCK.abc.1", want: bad(`invalid target "_TOCK.abc.1": tock's inboxes (_TOCK.>) are not allowed`)},
+		{in: "orders.\u202eesolc", want: bad(`invalid target "orders.\u202eesolc": Unicode format characters (bidi controls, zero-width characters) are not allowed`)},
+		{in: "pay\u200bments.x", want: bad(`invalid target "pay\u200bments.x": Unicode format characters (bidi controls, zero-width characters) are not allowed`)},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, ValidateTarget(tt.in)); diff != "" {
@@ -268,22 +278,22 @@ func TestParseSchedule(t *testing.T) {
 			name:    "other headers travel, control headers do not",
 			subject: "tock.schedule.a.b",
 			header: nats.Header{
-				HeaderDelay:   {"1s"},
-				"X-Trace":     {"t1"},
-				"Multi":       {"1", "2"},
-				"Nats-Msg-Id": {"dedupe-1"},
-				"Empty":       {""},
-				"No-Values":   {},
+				HeaderDelay: {"1s"},
+				"X-Trace":   {"t1"},
+				"Multi":     {"1", "2"},
+				"X-Dedupe":  {"dedupe-1"},
+				"Empty":     {""},
+				"No-Values": {},
 			},
 			body: []byte(`{"x":1}`),
 			want: actors.ScheduleRequest{
 				Target:    "a.b",
 				DeliverAt: ms("2026-11-21T10:00:01.001Z"),
 				Header: journal.Header{
-					"X-Trace":     {"t1"},
-					"Multi":       {"1", "2"},
-					"Nats-Msg-Id": {"dedupe-1"},
-					"Empty":       {""},
+					"X-Trace":  {"t1"},
+					"Multi":    {"1", "2"},
+					"X-Dedupe": {"dedupe-1"},
+					"Empty":    {""},
 				},
 				Body: []byte(`{"x":1}`),
 			},
@@ -291,10 +301,10 @@ func TestParseSchedule(t *testing.T) {
 		{
 			name:    "control headers match in any case",
 			subject: "tock.schedule.a",
-			header:  nats.Header{"tock-delay": {"1s"}, "TOCK-DELIVER-AT-X": {"y"}},
+			header:  nats.Header{"tock-delay": {"1s"}, "X-TOCK-DELIVER-AT": {"y"}},
 			want: actors.ScheduleRequest{
 				Target: "a", DeliverAt: ms("2026-11-21T10:00:01.001Z"),
-				Header: journal.Header{"TOCK-DELIVER-AT-X": {"y"}},
+				Header: journal.Header{"X-TOCK-DELIVER-AT": {"y"}},
 			},
 		},
 		{
@@ -326,7 +336,7 @@ func TestParseSchedule(t *testing.T) {
 			name:    "no target",
 			subject: "tock.schedule.",
 			header:  delay("1s"),
-			wantErr: bad(`invalid target "": target is empty`),
+			wantErr: bad(`invalid target "": empty subject`),
 		},
 		{
 			name:    "target checked first",
@@ -552,6 +562,76 @@ func TestParseUTCMatchesTimeParse(t *testing.T) {
 			if err != nil || got != CeilMillis(pt) {
 				t.Fatalf("parseUTC(%q) = %d, time.Parse path %d (%v)", v, got, CeilMillis(pt), err)
 			}
+		}
+	}
+}
+
+// TestReservedHeaders is docs/SECURITY.md's header table: each reserved
+// name, in any case, is refused with 400 and says why; application
+// headers that merely look alike travel.
+func TestReservedHeaders(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	refused := map[string]string{
+		"Nats-Msg-Id":                 "Nats-* headers are reserved by NATS",
+		"nats-msg-id":                 "Nats-* headers are reserved by NATS",
+		"Nats-Expected-Stream":        "Nats-* headers are reserved by NATS",
+		"Nats-Expected-Last-Sequence": "Nats-* headers are reserved by NATS",
+		"Nats-Expected-Last-Msg-Id":   "Nats-* headers are reserved by NATS",
+		"Nats-Rollup":                 "Nats-* headers are reserved by NATS",
+		"Nats-TTL":                    "Nats-* headers are reserved by NATS",
+		"Nats-Schedule":               "Nats-* headers are reserved by NATS",
+		"Nats-Incr":                   "Nats-* headers are reserved by NATS",
+		"Nats-Batch-Id":               "Nats-* headers are reserved by NATS",
+		"NATS-REQUIRED-API-LEVEL":     "Nats-* headers are reserved by NATS",
+		"Nats-Service-Error-Code":     "Nats-* headers are reserved by NATS",
+		"Tock-Id":                     "Tock-* headers other than",
+		"tock-id":                     "Tock-* headers other than",
+		"Tock-Max-Attempts":           "Tock-* headers other than",
+		"Status":                      "status replies",
+		"status":                      "status replies",
+		"Description":                 "status replies",
+		"KV-Operation":                "key-value",
+	}
+	for k, why := range refused {
+		_, e := ParseSchedule("tock.schedule.a", nats.Header{HeaderDelay: {"1s"}, k: {"x"}}, nil, now, testCfg)
+		if e == nil || e.Code != CodeBadRequest || !strings.Contains(e.Description, why) || !strings.Contains(e.Description, strconv.Quote(k)) {
+			t.Errorf("header %q: got %v, want 400 naming it and saying %q", k, e, why)
+		}
+	}
+	travels := nats.Header{HeaderDelay: {"1s"}, "Natsy": {"1"}, "X-Nats-Msg-Id": {"1"}, "Tocker": {"1"}, "Statuses": {"1"}, "Content-Type": {"text/plain"}}
+	req, e := ParseSchedule("tock.schedule.a", travels, nil, now, testCfg)
+	if e != nil {
+		t.Fatalf("application headers refused: %v", e)
+	}
+	if len(req.Header) != len(travels)-1 {
+		t.Fatalf("headers that travel: %v", req.Header)
+	}
+}
+
+func TestAllowTargets(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	cfg := testCfg
+	var err error
+	if cfg.AllowTargets, err = subject.ParseAllow("orders.>,audit"); err != nil {
+		t.Fatal(err)
+	}
+	for target, code := range map[string]int{
+		"orders.close": 0,
+		"audit":        0,
+		"payments.x":   CodeForbidden,
+		"orders":       CodeForbidden,
+		"audit.x":      CodeForbidden,
+		"$SYS.x":       CodeBadRequest, // always refused: 400 before the policy
+		"_INBOX.x":     CodeBadRequest,
+	} {
+		_, e := ParseSchedule("tock.schedule."+target, nats.Header{HeaderDelay: {"1s"}}, nil, now, cfg)
+		switch {
+		case code == 0 && e != nil:
+			t.Errorf("%s: refused: %v", target, e)
+		case code != 0 && (e == nil || e.Code != code):
+			t.Errorf("%s: got %v, want %d", target, e, code)
+		case code == CodeForbidden && e.Description != `target "`+target+`" is not allowed: this tock delivers only to orders.>,audit (--allow-targets)`:
+			t.Errorf("%s: description %q", target, e.Description)
 		}
 	}
 }

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/tockd/tock/subject"
 )
 
 // ErrForeign: a stored event decodes but cannot be one tock wrote into the
@@ -90,28 +90,14 @@ func foreign(ev *Event, format string, args ...any) error {
 }
 
 // CheckTarget reports whether target is a subject a replayed message may
-// be published to: non-empty dot-separated tokens of valid UTF-8, no
-// wildcards, whitespace or control characters, and none of the subjects
-// the gateway has always refused ($-prefixed system subjects, tock's own).
-// It is the gateway's structural rule, not its policy (--allow-targets):
-// a target the policy later forbids is still a message tock accepted.
+// be published to: subject.Valid, the structural rule the gateway has
+// always applied ($-prefixed, tock's own subjects and inboxes refused).
+// It is not the gateway's policy (subject.Schedulable, --allow-targets):
+// a target an earlier tock accepted, or the policy later forbids, is still
+// a message tock acknowledged.
 func CheckTarget(target string) error {
-	if target == "" {
-		return errors.New("target is empty")
-	}
-	if !utf8.ValidString(target) {
-		return errors.New("target is not valid UTF-8")
-	}
-	for _, r := range target {
-		if r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r) {
-			return fmt.Errorf("target %q holds a wildcard, space or control character", target)
-		}
-	}
-	if strings.HasPrefix(target, ".") || strings.HasSuffix(target, ".") || strings.Contains(target, "..") {
-		return fmt.Errorf("target %q has an empty token", target)
-	}
-	if first, _, _ := strings.Cut(target, "."); target[0] == '$' || first == "tock" {
-		return fmt.Errorf("target %q is a system or tock subject", target)
+	if err := subject.Valid(target); err != nil {
+		return fmt.Errorf("target %q: %w", target, err)
 	}
 	return nil
 }

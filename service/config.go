@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/tockd/tock/subject"
 )
 
 // Config is everything `tock serve` can set.
@@ -39,6 +41,9 @@ type Config struct {
 	MaxDelay time.Duration
 	// MaxPayload bounds body plus headers of a scheduled message, in bytes.
 	MaxPayload int
+	// AllowTargets limits the targets producers may schedule to; the zero
+	// value allows every subject a producer may schedule to at all.
+	AllowTargets subject.Allow
 	// Retention is how long delivered and cancelled messages stay queryable.
 	Retention time.Duration
 	// SlotWidth is the span of deliver times one slot actor owns.

@@ -142,7 +142,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		return nil, fmt.Errorf("start actors: %w", err)
 	}
 	s.gateway, err = gateway.Start(s.appNC, s.scheduler, clk, gateway.Config{
-		MaxDelay: cfg.MaxDelay, MaxPayload: cfg.MaxPayload, Version: Version,
+		MaxDelay: cfg.MaxDelay, MaxPayload: cfg.MaxPayload, AllowTargets: cfg.AllowTargets, Version: Version,
 	}, s.log.With("part", "gateway"))
 	if err != nil {
 		return nil, fmt.Errorf("start gateway: %w", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tockd/tock/bench"
 	"github.com/tockd/tock/service"
+	"github.com/tockd/tock/subject"
 )
 
 // runCLI runs the whole command line as main does.
@@ -208,7 +209,7 @@ func TestParseServe(t *testing.T) {
 		Horizon:    service.DefaultHorizon,
 		SlotMemory: service.DefaultSlotMemory,
 	}
-	if diff := cmp.Diff(want, o.cfg); diff != "" {
+	if diff := cmp.Diff(want, o.cfg, allowByText); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 	if o.cfg.MaxDelay != 8760*time.Hour || o.cfg.MaxPayload != 524288 || o.cfg.Retention != 72*time.Hour ||
@@ -225,6 +226,7 @@ func TestParseServe(t *testing.T) {
 		"--max-payload", "1MiB", "--retention", "1d12h", "--slot-width", "30s", "--horizon", "2s",
 		"--log-level", "debug", "--log-format", "json", "--pprof", "127.0.0.1:6060", "--shutdown-timeout", "3s",
 		"--sync", "always", "--gc-percent", "150", "--memory-limit", "768MiB", "--slot-memory", "64MiB",
+		"--allow-targets", "orders.>, audit.*",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -232,9 +234,9 @@ func TestParseServe(t *testing.T) {
 	want = service.Config{
 		DataDir: "/var/lib/tock", Listen: "0.0.0.0:-1", MaxDelay: 30 * 24 * time.Hour, MaxPayload: 1 << 20,
 		Retention: 36 * time.Hour, SlotWidth: 30 * time.Second, Horizon: 2 * time.Second, SyncAlways: true,
-		SlotMemory: 64 << 20,
+		SlotMemory: 64 << 20, AllowTargets: mustAllow(t, "orders.>,audit.*"),
 	}
-	if diff := cmp.Diff(want, o.cfg); diff != "" {
+	if diff := cmp.Diff(want, o.cfg, allowByText); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
 	}
 	if o.logLevel != slog.LevelDebug || o.logFormat != "json" || o.pprofAddr != "127.0.0.1:6060" || o.shutdownTimeout != 3*time.Second || o.gcPercent != 150 ||
@@ -252,6 +254,18 @@ func TestParseServe(t *testing.T) {
 	if !o.set["nats-url"] || o.set["data"] {
 		t.Errorf("set = %v", o.set)
 	}
+}
+
+// allowByText compares allow-lists by what they allow, as written.
+var allowByText = cmp.Comparer(func(a, b subject.Allow) bool { return a.String() == b.String() })
+
+func mustAllow(t *testing.T, list string) subject.Allow {
+	t.Helper()
+	a, err := subject.ParseAllow(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 // --bench-plain is a bench aid: parsed, but not in `tock help serve`.
@@ -295,6 +309,8 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--memory-limit", "lots"}, "invalid size"},
 		{[]string{"--nats-listen", "4222"}, "want host:port"},
 		{[]string{"--data", ""}, "--data must not be empty"},
+		{[]string{"--allow-targets", "orders..x"}, `allowed target pattern "orders..x": empty token`},
+		{[]string{"--allow-targets", "tock.>"}, "tock's own subjects"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 	} {
 		_, err := parseServe(tc.args)

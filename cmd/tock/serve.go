@@ -19,6 +19,7 @@ import (
 	"github.com/tockd/tock/bench"
 	"github.com/tockd/tock/internal/natsurl"
 	"github.com/tockd/tock/service"
+	"github.com/tockd/tock/subject"
 )
 
 const defaultShutdownTimeout = 10 * time.Second
@@ -62,6 +63,11 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 	fs.StringVar(&c.NATSURL, "nats-url", "", "use the JetStream-enabled NATS server at `URL` instead of embedding one")
 	addConnFlags(fs, &o.conn)
 	fs.Var(newDurationValue(&c.MaxDelay, service.DefaultMaxDelay), "max-delay", "refuse messages due further ahead than this `duration`")
+	fs.Func("allow-targets", "schedule only to targets matching these comma-separated subject `patterns` (orders.>,audit.*; default >: any); others get 403", func(v string) error {
+		a, err := subject.ParseAllow(v)
+		c.AllowTargets = a
+		return err
+	})
 	fs.Var(newBytesValue(&c.MaxPayload, service.DefaultMaxPayload), "max-payload", "refuse messages whose body plus headers exceed this `size`")
 	fs.Var(newDurationValue(&c.Retention, service.DefaultRetention), "retention", "keep delivered and cancelled messages queryable for this `duration`")
 	fs.Var(newDurationValue(&c.SlotWidth, service.DefaultSlotWidth), "slot-width", "one slot actor owns this `duration` of deliver times")
@@ -199,7 +205,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 
 	cfg := o.cfg
 	attrs := []any{
-		"max_delay", formatDuration(cfg.MaxDelay), "max_payload", cfg.MaxPayload,
+		"max_delay", formatDuration(cfg.MaxDelay), "max_payload", cfg.MaxPayload, "allow_targets", cfg.AllowTargets.String(),
 		"retention", formatDuration(cfg.Retention), "slot_width", formatDuration(cfg.SlotWidth),
 		"horizon", formatDuration(cfg.Horizon), "gc_percent", gcPercent,
 		"memory_limit", mem.String(), "memory_limit_from", mem.from,
