@@ -1,8 +1,6 @@
 package service
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +12,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/tockd/tock/subject"
 )
 
 // The embedded server keeps tock's journal (and any internal state) in an
@@ -31,11 +31,9 @@ const (
 	TockAccount = "TOCK"
 	// inboxPrefix is the inbox of tock's connection in the application
 	// account. Clients there may neither subscribe nor publish below it,
-	// so nobody reads or forges the PubAcks of deliveries.
-	inboxPrefix = "_TOCK"
-	// anonymousUser is the user that unauthenticated clients become when
-	// the configuration names no users (no_auth_user).
-	anonymousUser = "tock-anonymous"
+	// and no target may be under it, so nobody reads or forges the
+	// PubAcks of deliveries.
+	inboxPrefix = subject.Inbox
 )
 
 // ErrInsecureListen: the embedded server would accept unauthenticated
@@ -148,14 +146,15 @@ func embeddedOptions(cfg Config) (*embedded, error) {
 	}
 	if len(opts.Users) == 0 && len(opts.Nkeys) == 0 {
 		// Nobody is configured: clients connect without credentials, as to
-		// a plain nats-server, and land in the global account. The
-		// password exists only because the server requires one.
-		pw, err := randomText()
+		// a plain nats-server, and land in the global account as an nkey
+		// user whose seed is thrown away (a user with a password would do
+		// as well, but makes the server warn about plaintext passwords).
+		anon, err := newIdentity()
 		if err != nil {
 			return nil, err
 		}
-		opts.Users = append(opts.Users, &server.User{Username: anonymousUser, Password: pw, Permissions: withTockDenied(nil)})
-		opts.NoAuthUser = anonymousUser
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: anon.pub, Permissions: withTockDenied(nil)})
+		opts.NoAuthUser = anon.pub
 	}
 
 	var err error
@@ -279,14 +278,6 @@ func withDenied(p *server.SubjectPermission, deny []string) *server.SubjectPermi
 		}
 	}
 	return out
-}
-
-func randomText() (string, error) {
-	var b [24]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("random: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
 }
 
 // enableAppJetStream gives the running server's application account

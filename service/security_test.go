@@ -1,9 +1,11 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +21,7 @@ import (
 	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/journal/natsjournal"
 	"github.com/tockd/tock/msgid"
+	"github.com/tockd/tock/subject"
 )
 
 // The attacker is a plain client of the application account: what it
@@ -422,4 +425,140 @@ func TestCorruptRecordsAreQuarantined(t *testing.T) {
 	if st.Quarantine.Count < 2 || len(st.Quarantine.Recent) == 0 {
 		t.Fatalf("status lists %+v, want both corrupt records", st.Quarantine)
 	}
+}
+
+// TestProducerPolicy runs docs/SECURITY.md's "What a producer may
+// schedule" against the real service: a producer with exactly the
+// documented minimal permissions schedules, looks up and cancels; a
+// consumer with only its targets receives; --allow-targets answers 403,
+// and reserved targets and headers 400, whoever asks.
+func TestProducerPolicy(t *testing.T) {
+	conf := writeConfig(t, `
+authorization {
+  users: [
+    {user: admin, password: adminpw}
+    {user: producer, password: producerpw, permissions: {
+      publish: {allow: ["tock.schedule.orders.>", "tock.get.*", "tock.cancel.*"]}
+      subscribe: {allow: ["_INBOX.>"]}
+    }}
+    {user: consumer, password: consumerpw, permissions: {
+      publish: {deny: [">"]}
+      subscribe: {allow: ["orders.>"]}
+    }}
+  ]
+}
+`)
+	allow, err := subject.ParseAllow("orders.>,audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := Start(context.Background(), Config{DataDir: t.TempDir(), NATSConfig: conf, Listen: "127.0.0.1:-1", AllowTargets: allow})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	defer svc.Shutdown(context.Background())
+	connect := func(user, pw string) *nats.Conn {
+		nc, err := nats.Connect(svc.ClientURL(), nats.UserInfo(user, pw))
+		if err != nil {
+			t.Fatalf("connect as %s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	admin, producer, consumer := connect("admin", "adminpw"), connect("producer", "producerpw"), connect("consumer", "consumerpw")
+
+	got := make(chan *nats.Msg, 4)
+	if _, err := consumer.ChanSubscribe("orders.>", got); err != nil {
+		t.Fatal(err)
+	}
+	if err := consumer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(nc *nats.Conn, subj string, hdr nats.Header) (reply, int) {
+		t.Helper()
+		res, err := nc.RequestMsg(&nats.Msg{Subject: subj, Header: hdr, Data: []byte("x")}, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", subj, err)
+		}
+		var r reply
+		if err := json.Unmarshal(res.Data, &r); err != nil {
+			t.Fatalf("%s: %v: %q", subj, err, res.Data)
+		}
+		code, _ := strconv.Atoi(res.Header.Get("Nats-Service-Error-Code"))
+		return r, code
+	}
+
+	soon, _ := ask(producer, "tock.schedule.orders.close", delay(200*time.Millisecond))
+	later, code := ask(producer, "tock.schedule.orders.remind", delay(time.Hour))
+	if soon.ID == "" || later.ID == "" || code != 0 {
+		t.Fatalf("the minimal producer could not schedule: %+v %+v %d", soon, later, code)
+	}
+	if r, code := ask(producer, "tock.get."+later.ID, nil); code != 0 || r.State != "pending" {
+		t.Fatalf("get: %+v %d", r, code)
+	}
+	if r, code := ask(producer, "tock.cancel."+later.ID, nil); code != 0 || r.State != "cancelled" {
+		t.Fatalf("cancel: %+v %d", r, code)
+	}
+	select {
+	case m := <-got:
+		if m.Subject != "orders.close" || m.Header.Get("Tock-Id") != soon.ID {
+			t.Fatalf("consumer got %s %v", m.Subject, m.Header)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the consumer with only orders.> received nothing")
+	}
+
+	for _, c := range []struct {
+		nc      *nats.Conn
+		subject string
+		hdr     nats.Header
+		code    int
+	}{
+		{admin, "tock.schedule.payments.x", delay(time.Second), 403},
+		{admin, "tock.schedule.audit.x", delay(time.Second), 403},
+		{admin, "tock.schedule._INBOX.x", delay(time.Second), 400},
+		{admin, "tock.schedule.orders.\u202eesolc", delay(time.Second), 400},
+		{producer, "tock.schedule.orders.x", nats.Header{"Tock-Delay": {"1s"}, "Nats-Expected-Stream": {"nope"}}, 400},
+		{producer, "tock.schedule.orders.x", nats.Header{"Tock-Delay": {"1s"}, "Nats-Rollup": {"all"}}, 400},
+		{producer, "tock.schedule.orders.x", nats.Header{"Tock-Delay": {"1s"}, "Tock-Id": {soon.ID}}, 400},
+	} {
+		if r, code := ask(c.nc, c.subject, c.hdr); code != c.code || r.ID != "" {
+			t.Errorf("%s %v: code %d %+v, want %d", c.subject, c.hdr, code, r, c.code)
+		}
+	}
+	if r, code := ask(admin, "tock.schedule.audit", delay(time.Hour)); code != 0 || r.ID == "" {
+		t.Errorf("audit (allowed) refused: %d", code)
+	}
+}
+
+// TestQuietStart: the default embedded server, used as the README says,
+// logs no warning (a plaintext-password warning once came from the
+// anonymous user tock adds), and clients still connect without
+// credentials.
+func TestQuietStart(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h := start(t, Config{Logger: log})
+	h.schedule("orders.quiet", delay(time.Hour), "x")
+	h.down()
+	if out := buf.String(); out != "" {
+		t.Fatalf("warnings at start, schedule and shutdown:\n%s", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
