@@ -431,7 +431,8 @@ func TestCorruptRecordsAreQuarantined(t *testing.T) {
 // schedule" against the real service: a producer with exactly the
 // documented minimal permissions schedules, looks up and cancels; a
 // consumer with only its targets receives; --allow-targets answers 403,
-// and reserved targets and headers 400, whoever asks.
+// and reserved targets and headers 400, whoever asks; no password shows
+// in the debug logs.
 func TestProducerPolicy(t *testing.T) {
 	conf := writeConfig(t, `
 authorization {
@@ -452,11 +453,29 @@ authorization {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := Start(context.Background(), Config{DataDir: t.TempDir(), NATSConfig: conf, Listen: "127.0.0.1:-1", AllowTargets: allow})
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	svc, err := Start(context.Background(), Config{DataDir: t.TempDir(), NATSConfig: conf, Listen: "127.0.0.1:-1", AllowTargets: allow, Logger: log})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	defer svc.Shutdown(context.Background())
+	defer func() {
+		svc.Shutdown(context.Background())
+		// Debug logs of tock and the server, through a wrong password too.
+		out := logs.String()
+		for _, pw := range []string{"adminpw", "producerpw", "consumerpw", "wrongpw"} {
+			if strings.Contains(out, pw) {
+				t.Errorf("the logs show the password %q", pw)
+			}
+		}
+		if !strings.Contains(out, "level=DEBUG") {
+			t.Errorf("no debug logs captured, so the check above proves nothing:\n%s", out)
+		}
+	}()
+	if nc, err := nats.Connect(svc.ClientURL(), nats.UserInfo("producer", "wrongpw")); err == nil {
+		nc.Close()
+		t.Fatal("a wrong password connected")
+	}
 	connect := func(user, pw string) *nats.Conn {
 		nc, err := nats.Connect(svc.ClientURL(), nats.UserInfo(user, pw))
 		if err != nil {
