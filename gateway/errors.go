@@ -77,6 +77,12 @@ func Unavailable() *Error {
 	return &Error{Code: CodeUnavailable, Description: "journal cannot take writes; retry"}
 }
 
+// Overloaded is the answer when tock holds as many requests as it may:
+// what is in flight, and the flag that bounds it.
+func Overloaded(what, flag string) *Error {
+	return &Error{Code: CodeUnavailable, Description: "tock is overloaded: " + what + " (" + flag + "); retry with back-off"}
+}
+
 // ShuttingDown is the answer to a request that arrives while the door stops.
 func ShuttingDown() *Error {
 	return &Error{Code: CodeUnavailable, Description: "tock is shutting down; retry"}

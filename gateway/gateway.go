@@ -51,6 +51,12 @@ type Config struct {
 	MaxDelay time.Duration
 	// MaxPayload bounds body plus headers (see HeaderSize) of a message, in bytes.
 	MaxPayload int
+	// MaxInFlight bounds the requests handed to the scheduler and not
+	// yet answered, over all endpoints; MaxInFlightBytes bounds their
+	// bodies. A request beyond either is answered 503 at once, before it
+	// is parsed. 0: no bound.
+	MaxInFlight      int
+	MaxInFlightBytes int
 	// AllowTargets limits the targets producers may schedule to (403
 	// otherwise); the zero value allows every schedulable subject.
 	AllowTargets subject.Allow
@@ -84,6 +90,16 @@ type Gateway struct {
 	stopped bool
 
 	counters map[string]*counters // by endpoint name; the map is fixed at Start
+
+	// The requests and body bytes in flight, over all endpoints, against
+	// Config.MaxInFlight and MaxInFlightBytes; overloaded is the one 503
+	// every refused request gets (built once: overload is when
+	// allocating per request hurts most).
+	inFlight, inFlightBytes atomic.Int64
+	overloaded             *Error
+	overloadedBytes        *Error
+	overloads              atomic.Int64 // refused since the last warning
+	lastOverloadWarn       atomic.Int64 // its clock time, Unix ns
 }
 
 // EndpointData is the "data" of each endpoint in $SRV.STATS. micro's own
@@ -130,6 +146,8 @@ func Start(nc *nats.Conn, s Scheduler, clk clock.Clock, cfg Config, log *slog.Lo
 		return nil, fmt.Errorf("gateway: MaxDelay %s is not positive", cfg.MaxDelay)
 	case cfg.MaxPayload <= 0:
 		return nil, fmt.Errorf("gateway: MaxPayload %d is not positive", cfg.MaxPayload)
+	case cfg.MaxInFlight < 0 || cfg.MaxInFlightBytes < 0:
+		return nil, fmt.Errorf("gateway: MaxInFlight %d or MaxInFlightBytes %d is negative", cfg.MaxInFlight, cfg.MaxInFlightBytes)
 	}
 	if cfg.Version == "" {
 		cfg.Version = "0.0.0"
@@ -139,6 +157,8 @@ func Start(nc *nats.Conn, s Scheduler, clk clock.Clock, cfg Config, log *slog.Lo
 	}
 	g := &Gateway{
 		nc: nc, s: s, clk: clk, cfg: cfg, log: log,
+		overloaded:      Overloaded(fmt.Sprintf("%d requests in flight", cfg.MaxInFlight), "--max-inflight"),
+		overloadedBytes: Overloaded(fmt.Sprintf("%d bytes of requests in flight", cfg.MaxInFlightBytes), "--max-inflight-bytes"),
 		counters: map[string]*counters{
 			EndpointSchedule: {},
 			EndpointCancel:   {},
@@ -276,8 +296,14 @@ func (g *Gateway) get(req micro.Request, x *exchange) {
 // reply, whoever answers, whenever, and even if the work panics.
 func (g *Gateway) handler(c *counters, do func(micro.Request, *exchange)) micro.HandlerFunc {
 	return func(req micro.Request) {
-		x := &exchange{g: g, c: c, req: req, subject: req.Subject(), reply: req.Reply(), inHandler: true}
+		x := &exchange{g: g, c: c, req: req, subject: req.Subject(), reply: req.Reply(), inHandler: true, size: int64(len(req.Data()))}
 		c.inFlight.Add(1)
+		n, bytes := g.inFlight.Add(1), g.inFlightBytes.Add(x.size)
+		if over := g.overload(n, bytes); over != nil {
+			x.finish(answer{err: over})
+			x.leaveHandler()
+			return
+		}
 		func() {
 			defer func() {
 				if p := recover(); p != nil {
@@ -297,6 +323,33 @@ func (g *Gateway) handler(c *counters, do func(micro.Request, *exchange)) micro.
 	}
 }
 
+// overload is the 503 for a request that makes n requests and bytes of
+// bodies in flight, nil if it is within bounds. Refusals are logged at
+// most every overloadWarnEvery, with their count (an overload would
+// otherwise log as fast as it refuses).
+func (g *Gateway) overload(n, bytes int64) *Error {
+	var e *Error
+	switch {
+	case g.cfg.MaxInFlight > 0 && n > int64(g.cfg.MaxInFlight):
+		e = g.overloaded
+	case g.cfg.MaxInFlightBytes > 0 && bytes > int64(g.cfg.MaxInFlightBytes) && n > 1:
+		// n > 1: a single request over the byte bound (MaxPayload may be
+		// bigger) is still served, alone.
+		e = g.overloadedBytes
+	default:
+		return nil
+	}
+	g.overloads.Add(1)
+	now, last := g.clk.Now().UnixNano(), g.lastOverloadWarn.Load()
+	if now-last >= int64(overloadWarnEvery) && g.lastOverloadWarn.CompareAndSwap(last, now) {
+		g.log.Warn("gateway: overloaded; answering 503", "refused", g.overloads.Swap(0), "in_flight", n, "in_flight_bytes", bytes,
+			"max_inflight", g.cfg.MaxInFlight, "max_inflight_bytes", g.cfg.MaxInFlightBytes)
+	}
+	return e
+}
+
+const overloadWarnEvery = 10 * time.Second
+
 // exchange is one request and its reply.
 //
 // micro's Request records the outcome of Respond/Error in a field that
@@ -313,6 +366,7 @@ type exchange struct {
 	req     micro.Request // only while the handler runs
 	subject string
 	reply   string
+	size    int64 // body bytes, counted in Gateway.inFlightBytes
 
 	mu        sync.Mutex
 	inHandler bool
@@ -349,6 +403,8 @@ func (x *exchange) leaveHandler() {
 
 func (x *exchange) send(a answer, inHandler bool) {
 	x.c.inFlight.Add(-1)
+	x.g.inFlight.Add(-1)
+	x.g.inFlightBytes.Add(-x.size)
 	if a.buf != nil {
 		defer replyBufs.Put(a.buf)
 	}
@@ -356,7 +412,7 @@ func (x *exchange) send(a answer, inHandler bool) {
 	if a.err != nil {
 		code = strconv.Itoa(a.err.Code)
 		x.c.countError(code)
-		if a.err.Code >= 500 {
+		if a.err.Code >= 500 && a.err != x.g.overloaded && a.err != x.g.overloadedBytes {
 			x.g.log.Warn("gateway: request failed", "subject", x.subject, "code", a.err.Code, "description", a.err.Description)
 		}
 	}

@@ -735,3 +735,122 @@ func TestStartRefusesBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMaxInFlight: with the scheduler holding every answer, the requests
+// beyond MaxInFlight (or beyond MaxInFlightBytes of bodies) get a 503 at
+// once, the held ones are answered when the scheduler answers, and room
+// comes back after.
+func TestMaxInFlight(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		cfg       Config
+		body      int
+		admitted  int
+		wantDesc  string
+		oversized bool
+	}{
+		{name: "count", cfg: Config{MaxInFlight: 3}, body: 10, admitted: 3,
+			wantDesc: "tock is overloaded: 3 requests in flight (--max-inflight); retry with back-off"},
+		{name: "bytes", cfg: Config{MaxInFlightBytes: 250}, body: 100, admitted: 2,
+			wantDesc: "tock is overloaded: 250 bytes of requests in flight (--max-inflight-bytes); retry with back-off"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := runServer(t)
+			fake := newFake()
+			var mu sync.Mutex
+			var held []func()
+			fake.set(func(f *fakeScheduler) {
+				f.answer = func(reply func()) {
+					mu.Lock()
+					held = append(held, reply)
+					mu.Unlock()
+				}
+			})
+			cfg := testCfg
+			cfg.MaxInFlight, cfg.MaxInFlightBytes = c.cfg.MaxInFlight, c.cfg.MaxInFlightBytes
+			gw, err := Start(connect(t, srv), fake, fixedClock{}, cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gw.Stop()
+			nc := connect(t, srv)
+			body := make([]byte, c.body)
+			var replies []chan *nats.Msg
+			for range c.admitted + 2 {
+				ch := make(chan *nats.Msg, 1)
+				inbox := nc.NewInbox()
+				if _, err := nc.ChanSubscribe(inbox, ch); err != nil {
+					t.Fatal(err)
+				}
+				m := &nats.Msg{Subject: PrefixSchedule + "a", Reply: inbox, Header: nats.Header{HeaderDelay: {"1s"}}, Data: body}
+				if err := nc.PublishMsg(m); err != nil {
+					t.Fatal(err)
+				}
+				replies = append(replies, ch)
+			}
+			// The requests past the bound are refused while the rest are held.
+			for i := c.admitted; i < len(replies); i++ {
+				select {
+				case m := <-replies[i]:
+					if w := decodeWire(t, m); w.ErrCode != "503" || w.ErrDesc != c.wantDesc {
+						t.Fatalf("request %d: %+v, want 503 %q", i, w, c.wantDesc)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("request %d beyond the bound got no answer", i)
+				}
+			}
+			mu.Lock()
+			n := len(held)
+			for _, reply := range held {
+				reply()
+			}
+			held = nil
+			mu.Unlock()
+			fake.set(func(f *fakeScheduler) { f.answer = nil })
+			if n != c.admitted {
+				t.Fatalf("the scheduler got %d requests, want %d", n, c.admitted)
+			}
+			for i := range c.admitted {
+				select {
+				case m := <-replies[i]:
+					if w := decodeWire(t, m); w.ErrCode != "" {
+						t.Fatalf("held request %d: %+v", i, w)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("held request %d got no answer", i)
+				}
+			}
+			// Room again: a request goes through.
+			m, err := nc.RequestMsg(&nats.Msg{Subject: PrefixSchedule + "a", Header: nats.Header{HeaderDelay: {"1s"}}, Data: body}, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w := decodeWire(t, m); w.ErrCode != "" {
+				t.Fatalf("after the held ones were answered: %+v", w)
+			}
+			if gw.inFlight.Load() != 0 || gw.inFlightBytes.Load() != 0 {
+				t.Fatalf("in flight after all answers: %d requests, %d bytes", gw.inFlight.Load(), gw.inFlightBytes.Load())
+			}
+		})
+	}
+}
+
+// A request bigger than MaxInFlightBytes alone is still served: the byte
+// bound limits how much is held, not how big one message may be.
+func TestMaxInFlightBytesLetsOneBigRequestThrough(t *testing.T) {
+	srv := runServer(t)
+	cfg := testCfg
+	cfg.MaxInFlightBytes = 10
+	gw, err := Start(connect(t, srv), newFake(), fixedClock{}, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Stop()
+	m, err := connect(t, srv).RequestMsg(&nats.Msg{Subject: PrefixSchedule + "a", Header: nats.Header{HeaderDelay: {"1s"}}, Data: make([]byte, 500)}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := decodeWire(t, m); w.ErrCode != "" {
+		t.Fatalf("one 500-byte request with a 10-byte bound: %+v", w)
+	}
+}

@@ -41,6 +41,11 @@ type Config struct {
 	MaxDelay time.Duration
 	// MaxPayload bounds body plus headers of a scheduled message, in bytes.
 	MaxPayload int
+	// MaxInFlight bounds the requests tock holds unanswered, and
+	// MaxInFlightBytes their bodies; beyond either a request gets 503 at
+	// once (gateway.Config). Zero: the default; negative: no bound.
+	MaxInFlight      int
+	MaxInFlightBytes int
 	// AllowTargets limits the targets producers may schedule to; the zero
 	// value allows every subject a producer may schedule to at all.
 	AllowTargets subject.Allow
@@ -71,6 +76,11 @@ const (
 	DefaultListen     = "127.0.0.1:4222"
 	DefaultMaxDelay   = 365 * 24 * time.Hour
 	DefaultMaxPayload = 512 << 10
+	// DefaultMaxInFlight is 16 clients with the bench's 4,096 requests in
+	// flight each; DefaultMaxInFlightBytes keeps what requests hold far
+	// below what a 512 KiB payload times that count would be.
+	DefaultMaxInFlight      = 65536
+	DefaultMaxInFlightBytes = 256 << 20
 	DefaultRetention  = 72 * time.Hour
 	DefaultSlotWidth  = time.Minute
 	DefaultHorizon    = 10 * time.Second
@@ -91,6 +101,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.MaxInFlightBytes == 0 {
+		c.MaxInFlightBytes = DefaultMaxInFlightBytes
 	}
 	if c.Retention <= 0 {
 		c.Retention = DefaultRetention

@@ -143,6 +143,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	}
 	s.gateway, err = gateway.Start(s.appNC, s.scheduler, clk, gateway.Config{
 		MaxDelay: cfg.MaxDelay, MaxPayload: cfg.MaxPayload, AllowTargets: cfg.AllowTargets, Version: Version,
+		MaxInFlight: max(cfg.MaxInFlight, 0), MaxInFlightBytes: max(cfg.MaxInFlightBytes, 0),
 	}, s.log.With("part", "gateway"))
 	if err != nil {
 		return nil, fmt.Errorf("start gateway: %w", err)

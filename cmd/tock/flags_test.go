@@ -200,14 +200,15 @@ func TestParseServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := service.Config{
-		DataDir:    service.DefaultDataDir,
-		Listen:     service.DefaultListen,
-		MaxDelay:   service.DefaultMaxDelay,
-		MaxPayload: service.DefaultMaxPayload,
-		Retention:  service.DefaultRetention,
-		SlotWidth:  service.DefaultSlotWidth,
-		Horizon:    service.DefaultHorizon,
-		SlotMemory: service.DefaultSlotMemory,
+		DataDir:     service.DefaultDataDir,
+		Listen:      service.DefaultListen,
+		MaxDelay:    service.DefaultMaxDelay,
+		MaxPayload:  service.DefaultMaxPayload,
+		Retention:   service.DefaultRetention,
+		SlotWidth:   service.DefaultSlotWidth,
+		Horizon:     service.DefaultHorizon,
+		SlotMemory:  service.DefaultSlotMemory,
+		MaxInFlight: service.DefaultMaxInFlight, MaxInFlightBytes: service.DefaultMaxInFlightBytes,
 	}
 	if diff := cmp.Diff(want, o.cfg, allowByText); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -226,7 +227,7 @@ func TestParseServe(t *testing.T) {
 		"--max-payload", "1MiB", "--retention", "1d12h", "--slot-width", "30s", "--horizon", "2s",
 		"--log-level", "debug", "--log-format", "json", "--pprof", "127.0.0.1:6060", "--shutdown-timeout", "3s",
 		"--sync", "always", "--gc-percent", "150", "--memory-limit", "768MiB", "--slot-memory", "64MiB",
-		"--allow-targets", "orders.>, audit.*",
+		"--allow-targets", "orders.>, audit.*", "--max-inflight", "100", "--max-inflight-bytes", "0",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +235,7 @@ func TestParseServe(t *testing.T) {
 	want = service.Config{
 		DataDir: "/var/lib/tock", Listen: "0.0.0.0:-1", MaxDelay: 30 * 24 * time.Hour, MaxPayload: 1 << 20,
 		Retention: 36 * time.Hour, SlotWidth: 30 * time.Second, Horizon: 2 * time.Second, SyncAlways: true,
-		SlotMemory: 64 << 20, AllowTargets: mustAllow(t, "orders.>,audit.*"),
+		SlotMemory: 64 << 20, AllowTargets: mustAllow(t, "orders.>,audit.*"), MaxInFlight: 100, MaxInFlightBytes: -1,
 	}
 	if diff := cmp.Diff(want, o.cfg, allowByText); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
@@ -309,6 +310,7 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--memory-limit", "lots"}, "invalid size"},
 		{[]string{"--nats-listen", "4222"}, "want host:port"},
 		{[]string{"--data", ""}, "--data must not be empty"},
+		{[]string{"--max-inflight", "-1"}, "must not be negative"},
 		{[]string{"--allow-targets", "orders..x"}, `allowed target pattern "orders..x": empty token`},
 		{[]string{"--allow-targets", "tock.>"}, "tock's own subjects"},
 		{[]string{"extra"}, `unexpected argument "extra"`},

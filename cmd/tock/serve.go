@@ -69,6 +69,8 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 		return err
 	})
 	fs.Var(newBytesValue(&c.MaxPayload, service.DefaultMaxPayload), "max-payload", "refuse messages whose body plus headers exceed this `size`")
+	fs.IntVar(&c.MaxInFlight, "max-inflight", service.DefaultMaxInFlight, "answer 503 beyond this `number` of requests held unanswered (0: no bound)")
+	fs.Var(newBytesValue(&c.MaxInFlightBytes, service.DefaultMaxInFlightBytes), "max-inflight-bytes", "answer 503 beyond this `size` of request bodies held unanswered (0: no bound)")
 	fs.Var(newDurationValue(&c.Retention, service.DefaultRetention), "retention", "keep delivered and cancelled messages queryable for this `duration`")
 	fs.Var(newDurationValue(&c.SlotWidth, service.DefaultSlotWidth), "slot-width", "one slot actor owns this `duration` of deliver times")
 	fs.Var(newDurationValue(&c.Horizon, service.DefaultHorizon), "horizon", "load a slot this `duration` before it starts")
@@ -110,6 +112,16 @@ func parseServe(args []string) (*serveOpts, error) {
 	}
 	if c.MaxPayload <= 0 {
 		return nil, usagef("--max-payload must be positive")
+	}
+	if c.MaxInFlight < 0 || c.MaxInFlightBytes < 0 {
+		return nil, usagef("--max-inflight and --max-inflight-bytes must not be negative")
+	}
+	// 0 means no bound, which the service spells as negative.
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = -1
+	}
+	if c.MaxInFlightBytes == 0 {
+		c.MaxInFlightBytes = -1
 	}
 	if c.SlotMemory < 0 {
 		return nil, usagef("--slot-memory must not be negative")
@@ -205,7 +217,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 
 	cfg := o.cfg
 	attrs := []any{
-		"max_delay", formatDuration(cfg.MaxDelay), "max_payload", cfg.MaxPayload, "allow_targets", cfg.AllowTargets.String(),
+		"max_delay", formatDuration(cfg.MaxDelay), "max_payload", cfg.MaxPayload, "max_inflight", cfg.MaxInFlight, "max_inflight_bytes", cfg.MaxInFlightBytes, "allow_targets", cfg.AllowTargets.String(),
 		"retention", formatDuration(cfg.Retention), "slot_width", formatDuration(cfg.SlotWidth),
 		"horizon", formatDuration(cfg.Horizon), "gc_percent", gcPercent,
 		"memory_limit", mem.String(), "memory_limit_from", mem.from,
