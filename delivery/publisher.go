@@ -4,7 +4,8 @@
 // the stream's PubAck and is retried with back-off until acknowledged, so
 // the message is stored at least once; Nats-Msg-Id carries the tock id, so
 // the stream's duplicate window drops a repeat after a crash. A target no
-// stream captures gets a plain core publish.
+// stream captures gets a plain core publish. Which streams capture what is
+// listed in the background (capture.go).
 package delivery
 
 import (
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,9 +43,11 @@ type Config struct {
 	AckTimeout    time.Duration // per publish (default 5s)
 	MinBackoff    time.Duration // first retry delay (default 10ms)
 	MaxBackoff    time.Duration // retry delay cap (default 5s)
-	// StreamTTL and NoStreamTTL bound how long a target's capture lookup is
-	// trusted; a stream created later is noticed within NoStreamTTL.
-	StreamTTL, NoStreamTTL time.Duration
+	// StreamRefresh is how often the streams' subjects are listed: a
+	// stream created later is noticed within it (default 1s). A listing
+	// older than StreamStale, because listing fails, is not trusted:
+	// every target counts as captured (default 10s).
+	StreamRefresh, StreamStale time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -59,11 +63,11 @@ func (c Config) withDefaults() Config {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 5 * time.Second
 	}
-	if c.StreamTTL <= 0 {
-		c.StreamTTL = 10 * time.Second
+	if c.StreamRefresh <= 0 {
+		c.StreamRefresh = time.Second
 	}
-	if c.NoStreamTTL <= 0 {
-		c.NoStreamTTL = time.Second
+	if c.StreamStale <= 0 {
+		c.StreamStale = 10 * time.Second
 	}
 	return c
 }
@@ -102,21 +106,26 @@ type Publisher struct {
 	// room holds one token per stream publish that may await its PubAck.
 	room chan struct{}
 
+	captures atomic.Pointer[captureSet]
+	relist   chan struct{} // asks for a new listing of the streams
+	// listFailing: the last listing failed (only New and
+	// refreshCaptures touch it, one after the other).
+	listFailing bool
+	// advisories subscribe to stream changes (capture.go).
+	advisories []*nats.Subscription
+
 	mu      sync.Mutex
 	queue   []*job
 	wake    chan struct{}
 	closed  bool
-	streams map[string]capture
 	next    uint64              // last token handed out
 	waiting map[uint64]*awaited // by token
 
 	quit chan struct{}
-	wg   sync.WaitGroup
-}
-
-type capture struct {
-	stream bool
-	until  time.Time
+	// ctx ends at Close: it bounds the JetStream requests of listings.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New starts a publisher on nc.
@@ -132,22 +141,38 @@ func New(nc *nats.Conn, clk clock.Clock, cfg Config, log *slog.Logger) (*Publish
 	p := &Publisher{
 		nc: nc, js: js, clk: clk, cfg: cfg, log: log,
 		inbox: nc.NewInbox(), room: make(chan struct{}, cfg.MaxAckPending),
-		wake: make(chan struct{}, 1), streams: make(map[string]capture),
+		wake: make(chan struct{}, 1), relist: make(chan struct{}, 1),
 		waiting: make(map[uint64]*awaited), quit: make(chan struct{}),
 	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.sub, err = nc.Subscribe(p.inbox+".*", p.onAck)
 	if err != nil {
+		p.cancel()
 		return nil, fmt.Errorf("subscribe to PubAcks: %w", err)
 	}
 	// Never drop a PubAck: a dropped one costs a redundant retry after
 	// AckTimeout. room bounds what can be pending anyway.
 	if err := p.sub.SetPendingLimits(-1, -1); err != nil {
 		_ = p.sub.Unsubscribe()
+		p.cancel()
 		return nil, fmt.Errorf("PubAck subscription limits: %w", err)
 	}
-	p.wg.Add(2)
+	for _, subj := range streamAdvisories {
+		sub, err := nc.Subscribe(subj, func(*nats.Msg) { p.relistSoon() })
+		if err != nil {
+			_ = p.sub.Unsubscribe()
+			p.cancel()
+			return nil, fmt.Errorf("subscribe to stream advisories: %w", err)
+		}
+		p.advisories = append(p.advisories, sub)
+	}
+	// The first listing before the first delivery, so a fresh start does
+	// not treat every target as captured; it is bounded by AckTimeout.
+	p.listCaptures()
+	p.wg.Add(3)
 	go p.run()
 	go p.sweep()
+	go p.refreshCaptures()
 	return p, nil
 }
 
@@ -181,7 +206,11 @@ func (p *Publisher) Close() {
 	p.closed = true
 	p.mu.Unlock()
 	close(p.quit)
+	p.cancel()
 	_ = p.sub.Unsubscribe()
+	for _, sub := range p.advisories {
+		_ = sub.Unsubscribe()
+	}
 	p.wg.Wait()
 }
 
@@ -335,7 +364,7 @@ func (p *Publisher) sweep() {
 
 func (p *Publisher) retry(j *job, err error) {
 	if errors.Is(err, errNoStream) || errors.Is(err, nats.ErrNoResponders) {
-		p.forget(j.d.Target) // the stream went away: look again
+		p.relistSoon() // the stream went away: look again
 	}
 	d := p.cfg.MinBackoff << min(j.attempt, 20)
 	d = min(d, p.cfg.MaxBackoff)
@@ -357,39 +386,8 @@ func (p *Publisher) message(d slot.Delivery) *nats.Msg {
 	return msg
 }
 
-// captured reports whether a stream stores target, with a short cache.
+// captured reports whether a stream stores target, from the last
+// listing (capture.go): no I/O.
 func (p *Publisher) captured(target string) bool {
-	now := p.clk.Now()
-	p.mu.Lock()
-	c, ok := p.streams[target]
-	p.mu.Unlock()
-	if ok && now.Before(c.until) {
-		return c.stream
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
-	defer cancel()
-	_, err := p.js.StreamNameBySubject(ctx, target)
-	switch {
-	case err == nil:
-		c = capture{stream: true, until: now.Add(p.cfg.StreamTTL)}
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		c = capture{stream: false, until: now.Add(p.cfg.NoStreamTTL)}
-	default:
-		// Unknown (JetStream busy or down): treat as captured, so the
-		// publish waits for an ack and retries rather than risk a drop.
-		c = capture{stream: true, until: now}
-	}
-	p.mu.Lock()
-	if len(p.streams) > 100_000 {
-		clear(p.streams) // bound the cache; lookups are cheap
-	}
-	p.streams[target] = c
-	p.mu.Unlock()
-	return c.stream
-}
-
-func (p *Publisher) forget(target string) {
-	p.mu.Lock()
-	delete(p.streams, target)
-	p.mu.Unlock()
+	return p.captures.Load().captures(target, p.clk.Now(), p.cfg.StreamStale)
 }

@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,11 +42,21 @@ func newEnv(t *testing.T, cfg Config) *env {
 	return e
 }
 
+// stream creates a stream and waits until the publisher has listed it.
 func (e *env) stream(cfg jetstream.StreamConfig) jetstream.Stream {
 	e.t.Helper()
 	s, err := e.js.CreateStream(context.Background(), cfg)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	literal := strings.NewReplacer("*", "x", ">", "x").Replace(cfg.Subjects[0])
+	e.p.relistSoon()
+	deadline := time.Now().Add(10 * time.Second)
+	for !e.p.captured(literal) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("stream %s was never listed", cfg.Name)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	return s
 }
@@ -186,11 +197,8 @@ func TestVanishedStreamFallsBackToCore(t *testing.T) {
 	d2 := delivery(2, "t.s")
 	e.p.Publish(d2, c.done(d2.ID))
 	c.wait(t, 2) // within the wait's 20 s, far below AckTimeout
-	e.p.mu.Lock()
-	cached := e.p.streams["t.s"]
-	e.p.mu.Unlock()
-	if cached.stream {
-		t.Error("the vanished stream is still cached as capturing t.s")
+	if e.p.captured("t.s") {
+		t.Error("the vanished stream is still listed as capturing t.s")
 	}
 }
 
@@ -235,5 +243,50 @@ func TestPubAckError(t *testing.T) {
 		if (err == nil) != tc.wantOK {
 			t.Errorf("%s: err %v, want ok %v", tc.name, err, tc.wantOK)
 		}
+	}
+}
+
+// Deliveries to many distinct targets cost no stream lookup each: the
+// streams are listed in the background, so the JetStream API sees a
+// handful of listings, not a request per target, and every delivery to
+// the stream is PubAck'd and stored.
+func TestDistinctTargetsNeedNoLookupEach(t *testing.T) {
+	e := newEnv(t, Config{StreamRefresh: time.Hour})
+	s := e.stream(jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.*.close"}})
+	var api sync.Map // subject -> count
+	sub, err := e.tc.Subscribe("$JS.API.>", func(m *nats.Msg) {
+		n, _ := api.LoadOrStore(m.Subject, new(int64))
+		*n.(*int64)++ // one subscription goroutine: no race
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	var c confirmations
+	for i := range n {
+		d := delivery(i, fmt.Sprintf("orders.%d.close", i))
+		e.p.Publish(d, c.done(d.ID))
+	}
+	c.wait(t, n)
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	api.Range(func(k, v any) bool {
+		total += int(*v.(*int64))
+		return true
+	})
+	if total > 5 {
+		t.Errorf("%d JetStream API requests for %d deliveries to distinct targets", total, n)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil || info.State.Msgs != n {
+		t.Fatalf("the stream holds %v messages (%v), want %d", info.State.Msgs, err, n)
+	}
+	if e.p.captured("payments.x") {
+		t.Error("a subject no stream captures is taken as captured")
 	}
 }

@@ -9,7 +9,7 @@ import (
 // token, a final > for one or more): the targets an operator lets
 // producers schedule to. The zero Allow allows every subject.
 type Allow struct {
-	patterns [][]string // nil: everything
+	patterns []string // nil: everything
 	text     string
 }
 
@@ -26,31 +26,30 @@ func ParseAllow(list string) (Allow, error) {
 		if p == "" {
 			continue
 		}
-		tokens, err := parsePattern(p)
-		if err != nil {
+		if err := checkPattern(p); err != nil {
 			return Allow{}, fmt.Errorf("allowed target pattern %q: %w", p, err)
 		}
-		if len(tokens) == 1 && tokens[0] == ">" {
+		if p == ">" {
 			return Allow{}, nil
 		}
-		a.patterns = append(a.patterns, tokens)
+		a.patterns = append(a.patterns, p)
 		texts = append(texts, p)
 	}
 	a.text = strings.Join(texts, ",")
 	return a, nil
 }
 
-func parsePattern(p string) ([]string, error) {
+func checkPattern(p string) error {
 	tokens := strings.Split(p, ".")
 	for i, t := range tokens {
 		switch {
 		case t == "":
-			return nil, invalid("empty token")
+			return invalid("empty token")
 		case t == ">" && i != len(tokens)-1:
-			return nil, invalid("> must be the last token")
+			return invalid("> must be the last token")
 		case t == "*" || t == ">":
 		case strings.ContainsAny(t, "*>"):
-			return nil, invalid("a wildcard must be a whole token")
+			return invalid("a wildcard must be a whole token")
 		}
 	}
 	// The literal tokens must form a schedulable subject: stand a token in
@@ -62,10 +61,7 @@ func parsePattern(p string) ([]string, error) {
 		}
 		lit[i] = t
 	}
-	if err := Schedulable(strings.Join(lit, ".")); err != nil {
-		return nil, err
-	}
-	return tokens, nil
+	return Schedulable(strings.Join(lit, "."))
 }
 
 // All reports whether a allows every subject.
@@ -85,30 +81,30 @@ func (a Allow) Allows(s string) bool {
 		return true
 	}
 	for _, p := range a.patterns {
-		if match(p, s) {
+		if Match(p, s) {
 			return true
 		}
 	}
 	return false
 }
 
-// match walks s token by token without splitting it (no allocation).
-func match(pattern []string, s string) bool {
-	for i, t := range pattern {
-		if t == ">" {
+// Match reports whether subject s (no wildcards) matches the NATS subject
+// pattern p (tokens, * for one token, a final > for one or more), without
+// splitting either: it runs for every delivery against every stream's
+// subjects (delivery's capture set).
+func Match(p, s string) bool {
+	for {
+		pt, prest, pmore := strings.Cut(p, ".")
+		if pt == ">" {
 			return s != ""
 		}
-		if s == "" && i > 0 {
+		st, srest, smore := strings.Cut(s, ".")
+		if pt != "*" && pt != st {
 			return false
 		}
-		tok, rest, more := strings.Cut(s, ".")
-		if t != "*" && t != tok {
-			return false
+		if !pmore || !smore {
+			return !pmore && !smore
 		}
-		if !more {
-			return i == len(pattern)-1
-		}
-		s = rest
+		p, s = prest, srest
 	}
-	return false // s has more tokens than pattern
 }

@@ -154,9 +154,30 @@ func FuzzSchedulable(f *testing.F) {
 			if (fast == nil) != (full == nil) {
 				t.Fatalf("schedule=%v %q: fast path %v, full rule %v", schedule, s, fast, full)
 			}
+			if fast == nil && (!Match(s, s) || !Match(">", s) || Match(s+".x", s)) {
+				t.Fatalf("Match disagrees on the literal %q", s)
+			}
 			if fast == nil && (s == "" || strings.ContainsAny(s, " \t\r\n*>") || strings.Contains(s, "..") || s[0] == '$') {
 				t.Fatalf("schedule=%v accepted %q", schedule, s)
 			}
 		}
 	})
+}
+
+func TestMatch(t *testing.T) {
+	for _, c := range []struct {
+		p, s string
+		want bool
+	}{
+		{">", "a", true}, {">", "a.b.c", true},
+		{"a", "a", true}, {"a", "b", false}, {"a", "a.b", false}, {"a.b", "a", false},
+		{"a.*", "a.b", true}, {"a.*", "a.b.c", false}, {"a.*", "a", false},
+		{"a.>", "a.b", true}, {"a.>", "a.b.c", true}, {"a.>", "a", false},
+		{"*.b.>", "x.b.c", true}, {"*.b.>", "x.c.c", false}, {"*", "x", true}, {"*", "x.y", false},
+		{"orders.*.close", "orders.7.close", true}, {"orders.*.close", "orders.7.open", false},
+	} {
+		if got := Match(c.p, c.s); got != c.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", c.p, c.s, got, c.want)
+		}
+	}
 }

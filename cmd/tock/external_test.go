@@ -44,6 +44,8 @@ func tockPermissions(targets ...string) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: append([]string{
 			"$JS.API.STREAM.NAMES",
+			// Which streams capture targets (delivery/capture.go).
+			"$JS.API.STREAM.LIST",
 			"$JS.API.STREAM.*.TOCK_JOURNAL",
 			"$JS.API.STREAM.MSG.GET.TOCK_JOURNAL",
 			"$JS.API.DIRECT.GET.TOCK_JOURNAL",
@@ -55,6 +57,7 @@ func tockPermissions(targets ...string) *server.Permissions {
 		}, targets...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			"_INBOX.>", "tock.schedule.>", "tock.cancel.*", "tock.get.*", "tock.status", "$SRV.>",
+			"$JS.EVENT.ADVISORY.STREAM.CREATED.*", "$JS.EVENT.ADVISORY.STREAM.UPDATED.*", "$JS.EVENT.ADVISORY.STREAM.DELETED.*",
 		}},
 		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 	}

@@ -1,0 +1,106 @@
+package delivery
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tockd/tock/subject"
+)
+
+// captureSet is what the publisher knows of the account's streams: the
+// subjects each one captures, listed in the background (refreshCaptures)
+// so that deciding how to publish a delivery is a match in memory, never
+// a JetStream request on the firing path. Per-target lookups cost one
+// request per distinct target (a target per order id meant one per
+// delivery) and stalled every delivery while JetStream was slow.
+type captureSet struct {
+	subjects []string  // every stream's subject filters
+	listed   time.Time // when they were listed; zero: never
+}
+
+// captures reports whether a stream captures target. Unknown (never
+// listed, or the listing is older than stale) counts as captured: the
+// publish then waits for an ack and is retried, rather than risk a drop.
+func (c *captureSet) captures(target string, now time.Time, stale time.Duration) bool {
+	if c == nil || c.listed.IsZero() || now.Sub(c.listed) > stale {
+		return true
+	}
+	for _, s := range c.subjects {
+		if subject.Match(s, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// listCaptures lists every stream's subjects.
+func listCaptures(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	l := js.ListStreams(ctx)
+	var subjects []string
+	for info := range l.Info() {
+		subjects = append(subjects, info.Config.Subjects...)
+	}
+	if err := l.Err(); err != nil {
+		return nil, err
+	}
+	return subjects, nil
+}
+
+// streamAdvisories are the JetStream advisories after which the listing
+// is redone at once: a stream created just before a delivery to it is
+// then waited for (the polling alone would leave up to StreamRefresh in
+// which a full or refusing new stream gets core publishes, which are not
+// confirmed).
+var streamAdvisories = []string{
+	"$JS.EVENT.ADVISORY.STREAM.CREATED.*",
+	"$JS.EVENT.ADVISORY.STREAM.UPDATED.*",
+	"$JS.EVENT.ADVISORY.STREAM.DELETED.*",
+}
+
+// refreshCaptures keeps p.captures current: every StreamRefresh, at once
+// after a stream advisory, and when a publish shows the set is wrong
+// (p.relist).
+func (p *Publisher) refreshCaptures() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.cfg.StreamRefresh)
+	defer t.Stop()
+	for {
+		p.listCaptures()
+		select {
+		case <-t.C:
+		case <-p.relist:
+		case <-p.quit:
+			return
+		}
+	}
+}
+
+func (p *Publisher) listCaptures() {
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.AckTimeout)
+	defer cancel()
+	subjects, err := listCaptures(ctx, p.js)
+	if err != nil {
+		// Keep the last listing: it goes stale by itself (captures).
+		// Warn once per spell: a missing permission fails every time.
+		if !p.listFailing {
+			p.log.Warn("cannot list JetStream streams; deliveries wait for PubAcks until a listing succeeds", "err", err)
+		}
+		p.listFailing = true
+		return
+	}
+	if p.listFailing {
+		p.log.Info("listing JetStream streams works again")
+	}
+	p.listFailing = false
+	p.captures.Store(&captureSet{subjects: subjects, listed: p.clk.Now()})
+}
+
+// relistSoon asks refreshCaptures for a new listing.
+func (p *Publisher) relistSoon() {
+	select {
+	case p.relist <- struct{}{}:
+	default:
+	}
+}
