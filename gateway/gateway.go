@@ -96,10 +96,10 @@ type Gateway struct {
 	// every refused request gets (built once: overload is when
 	// allocating per request hurts most).
 	inFlight, inFlightBytes atomic.Int64
-	overloaded             *Error
-	overloadedBytes        *Error
-	overloads              atomic.Int64 // refused since the last warning
-	lastOverloadWarn       atomic.Int64 // its clock time, Unix ns
+	overloaded              *Error
+	overloadedBytes         *Error
+	overloads               atomic.Int64 // refused since the last warning
+	lastOverloadWarn        atomic.Int64 // its clock time, Unix ns
 }
 
 // EndpointData is the "data" of each endpoint in $SRV.STATS. micro's own

@@ -81,9 +81,9 @@ const (
 	// below what a 512 KiB payload times that count would be.
 	DefaultMaxInFlight      = 65536
 	DefaultMaxInFlightBytes = 256 << 20
-	DefaultRetention  = 72 * time.Hour
-	DefaultSlotWidth  = time.Minute
-	DefaultHorizon    = 10 * time.Second
+	DefaultRetention        = 72 * time.Hour
+	DefaultSlotWidth        = time.Minute
+	DefaultHorizon          = 10 * time.Second
 	// DefaultSlotMemory holds a busy minute whole (10,000 messages/s of
 	// 256 B is 154 MiB), so refills happen only for bigger slots.
 	DefaultSlotMemory = 256 << 20
