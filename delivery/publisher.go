@@ -40,6 +40,11 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 // Config tunes the publisher; zero fields take defaults.
 type Config struct {
 	MaxAckPending int           // stream publishes awaiting PubAck (default 4096)
+	// MaxAckPendingPerTarget bounds those of one target (default a
+	// quarter of MaxAckPending), so a target that acks slowly or never
+	// leaves room for the others; its further deliveries wait, parked,
+	// without holding up anyone else's.
+	MaxAckPendingPerTarget int
 	AckTimeout    time.Duration // per publish (default 5s)
 	MinBackoff    time.Duration // first retry delay (default 10ms)
 	MaxBackoff    time.Duration // retry delay cap (default 5s)
@@ -53,6 +58,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = 4096
+	}
+	if c.MaxAckPendingPerTarget <= 0 {
+		c.MaxAckPendingPerTarget = max(c.MaxAckPending/4, 1)
 	}
 	if c.AckTimeout <= 0 {
 		c.AckTimeout = 5 * time.Second
@@ -76,6 +84,9 @@ type job struct {
 	d       slot.Delivery
 	done    func()
 	attempt int
+	// reserved: unpark counted this job as awaiting its PubAck before
+	// handing it back to the run loop.
+	reserved bool
 }
 
 // awaited is a stream publish waiting for its PubAck.
@@ -103,8 +114,6 @@ type Publisher struct {
 
 	inbox string // PubAcks arrive on inbox.<token>
 	sub   *nats.Subscription
-	// room holds one token per stream publish that may await its PubAck.
-	room chan struct{}
 
 	captures atomic.Pointer[captureSet]
 	relist   chan struct{} // asks for a new listing of the streams
@@ -120,6 +129,13 @@ type Publisher struct {
 	closed  bool
 	next    uint64              // last token handed out
 	waiting map[uint64]*awaited // by token
+	// Stream publishes awaiting their PubAck, in all and per target; jobs
+	// beyond the bounds wait in parked, by target, and parkOrder lists
+	// those targets for a round-robin resume (one per settled publish).
+	awaiting  int
+	perTarget map[string]int
+	parked    map[string][]*job
+	parkOrder []string
 
 	quit chan struct{}
 	// ctx ends at Close: it bounds the JetStream requests of listings.
@@ -140,7 +156,7 @@ func New(nc *nats.Conn, clk clock.Clock, cfg Config, log *slog.Logger) (*Publish
 	}
 	p := &Publisher{
 		nc: nc, js: js, clk: clk, cfg: cfg, log: log,
-		inbox: nc.NewInbox(), room: make(chan struct{}, cfg.MaxAckPending),
+		inbox: nc.NewInbox(), perTarget: make(map[string]int), parked: make(map[string][]*job),
 		wake: make(chan struct{}, 1), relist: make(chan struct{}, 1),
 		waiting: make(map[uint64]*awaited), quit: make(chan struct{}),
 	}
@@ -151,7 +167,7 @@ func New(nc *nats.Conn, clk clock.Clock, cfg Config, log *slog.Logger) (*Publish
 		return nil, fmt.Errorf("subscribe to PubAcks: %w", err)
 	}
 	// Never drop a PubAck: a dropped one costs a redundant retry after
-	// AckTimeout. room bounds what can be pending anyway.
+	// AckTimeout. MaxAckPending bounds what can be pending anyway.
 	if err := p.sub.SetPendingLimits(-1, -1); err != nil {
 		_ = p.sub.Unsubscribe()
 		p.cancel()
@@ -238,11 +254,13 @@ func (p *Publisher) run() {
 func (p *Publisher) send(j *job) bool {
 	// Failpoint publishFail: the publish is not sent; it takes the retry path.
 	failpoint.Inject("publishFail", func() {
+		p.unreserve(j)
 		p.retry(j, errors.New("failpoint publishFail"))
 		failpoint.Return(true)
 	})
 	msg := p.message(j.d)
 	if !p.captured(j.d.Target) {
+		p.unreserve(j) // the stream went away since it was parked
 		if err := p.nc.PublishMsg(msg); err != nil {
 			p.retry(j, err)
 			return true
@@ -250,12 +268,19 @@ func (p *Publisher) send(j *job) bool {
 		j.done()
 		return true
 	}
-	select {
-	case p.room <- struct{}{}:
-	case <-p.quit:
-		return false
-	}
 	p.mu.Lock()
+	switch t := j.d.Target; {
+	case j.reserved:
+		j.reserved = false // unpark counted it already
+	case p.awaiting >= p.cfg.MaxAckPending || p.perTarget[t] >= p.cfg.MaxAckPendingPerTarget || len(p.parked[t]) > 0:
+		// Behind the target's parked jobs too, so it keeps its order.
+		p.park(j)
+		p.mu.Unlock()
+		return true
+	default:
+		p.awaiting++
+		p.perTarget[t]++
+	}
 	p.next++
 	token := p.next
 	p.waiting[token] = &awaited{job: j, deadline: p.clk.Now().Add(p.cfg.AckTimeout)}
@@ -269,18 +294,90 @@ func (p *Publisher) send(j *job) bool {
 	return true
 }
 
-// settle removes the job awaiting token's PubAck and frees its room; nil
-// means it was settled already (answered, or swept as timed out).
+// settle removes the job awaiting token's PubAck and frees its room,
+// which goes to a parked job if there is one; nil means it was settled
+// already (answered, or swept as timed out).
 func (p *Publisher) settle(token uint64) *job {
 	p.mu.Lock()
 	a := p.waiting[token]
 	delete(p.waiting, token)
+	var resume *job
+	if a != nil {
+		resume = p.release(a.job.d.Target)
+	}
 	p.mu.Unlock()
+	if resume != nil {
+		p.enqueue(resume)
+	}
 	if a == nil {
 		return nil
 	}
-	<-p.room
 	return a.job
+}
+
+// unreserve gives back the room unpark reserved for j, if it did: j is
+// not going to await a PubAck after all.
+func (p *Publisher) unreserve(j *job) {
+	if !j.reserved {
+		return
+	}
+	j.reserved = false
+	p.mu.Lock()
+	resume := p.release(j.d.Target)
+	p.mu.Unlock()
+	if resume != nil {
+		p.enqueue(resume)
+	}
+}
+
+// release frees the room of one publish to target and returns the parked
+// job it goes to, if any. p.mu held.
+func (p *Publisher) release(target string) *job {
+	p.awaiting--
+	if p.perTarget[target]--; p.perTarget[target] <= 0 {
+		delete(p.perTarget, target)
+	}
+	return p.unpark()
+}
+
+// park holds j until its target and the publisher have room. p.mu held.
+func (p *Publisher) park(j *job) {
+	t := j.d.Target
+	if len(p.parked[t]) == 0 {
+		p.parkOrder = append(p.parkOrder, t)
+	}
+	p.parked[t] = append(p.parked[t], j)
+}
+
+// unpark takes the first parked job of the first target, in round-robin
+// order, that has room, and reserves that room for it; or nil. p.mu held. It walks at most every parked
+// target: one per target that is full, and they are few unless many
+// targets are slow at once.
+func (p *Publisher) unpark() *job {
+	if p.awaiting >= p.cfg.MaxAckPending {
+		return nil
+	}
+	for i, t := range p.parkOrder {
+		if p.perTarget[t] >= p.cfg.MaxAckPendingPerTarget {
+			continue
+		}
+		q := p.parked[t]
+		j := q[0]
+		j.reserved = true
+		p.awaiting++
+		p.perTarget[t]++
+		q[0] = nil
+		if q = q[1:]; len(q) == 0 {
+			delete(p.parked, t)
+			p.parkOrder = append(p.parkOrder[:i], p.parkOrder[i+1:]...)
+		} else {
+			p.parked[t] = q
+			// The target goes to the back: the next resume serves another.
+			p.parkOrder = append(append(p.parkOrder[:i], p.parkOrder[i+1:]...), t)
+		}
+		return j
+	}
+	return nil
 }
 
 // onAck handles a PubAck, a JetStream error or a no-responders status.

@@ -290,3 +290,59 @@ func TestDistinctTargetsNeedNoLookupEach(t *testing.T) {
 		t.Error("a subject no stream captures is taken as captured")
 	}
 }
+
+// A target whose stream never acks (NoAck) holds at most its own share of
+// the PubAck room: deliveries to a healthy target, handed out after a
+// flood to the silent one, are confirmed at once rather than after the
+// silent ones time out; and each target's deliveries keep their order.
+func TestSilentTargetDoesNotHoldUpOthers(t *testing.T) {
+	e := newEnv(t, Config{MaxAckPending: 64, MaxAckPendingPerTarget: 16, AckTimeout: time.Minute})
+	e.stream(jetstream.StreamConfig{Name: "SILENT", Subjects: []string{"silent.>"}, NoAck: true})
+	healthy := e.stream(jetstream.StreamConfig{Name: "HEALTHY", Subjects: []string{"healthy.>"}})
+	var silent, ok confirmations
+	for i := range 200 {
+		d := delivery(i, "silent.x")
+		e.p.Publish(d, silent.done(d.ID))
+	}
+	const n = 300 // more than MaxAckPending: the healthy target cycles its share
+	start := time.Now()
+	for i := range n {
+		d := delivery(1000+i, "healthy.x")
+		e.p.Publish(d, ok.done(d.ID))
+	}
+	ok.wait(t, n)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the healthy target took %s", took)
+	}
+	silent.mu.Lock()
+	confirmed := len(silent.seen)
+	silent.mu.Unlock()
+	if confirmed != 0 {
+		t.Fatalf("%d deliveries to a stream that never acks were confirmed", confirmed)
+	}
+	e.p.mu.Lock()
+	awaiting, silentAwaiting, parked := e.p.awaiting, e.p.perTarget["silent.x"], len(e.p.parked["silent.x"])
+	e.p.mu.Unlock()
+	if silentAwaiting != 16 || awaiting != 16 || parked != 200-16 {
+		t.Fatalf("awaiting %d (silent %d), parked %d: want the silent target at its share, the rest parked", awaiting, silentAwaiting, parked)
+	}
+	// The healthy stream got them in order.
+	c, err := healthy.OrderedConsumer(context.Background(), jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	for m := range batch.Messages() {
+		if want := delivery(1000+i, "healthy.x").ID.String(); m.Headers().Get(HeaderID) != want {
+			t.Fatalf("healthy message %d is %s, want %s", i, m.Headers().Get(HeaderID), want)
+		}
+		i++
+	}
+	if i != n {
+		t.Fatalf("the healthy stream holds %d, want %d", i, n)
+	}
+}
