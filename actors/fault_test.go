@@ -44,6 +44,11 @@ func TestAppendFailure(t *testing.T) {
 	}
 	lost := r.Record.ID
 	h.setFail(nil)
+	// While the slot backs off it answers Unavailable, and stores nothing.
+	if r := h.await(h.schedule("during", at)); r.Status != slot.Unavailable {
+		t.Fatalf("schedule during the back-off = %+v, want unavailable", r)
+	}
+	h.backOff()
 
 	after := h.mustSchedule("after", at)
 	names := map[msgid.ID]string{before.ID: "before", lost: "lost", after.ID: "after"}
@@ -79,6 +84,7 @@ func TestAppendAckLost(t *testing.T) {
 	}
 	stored := r.Record.ID
 	h.setFail(nil)
+	h.backOff()
 	after := h.mustSchedule("after", at)
 
 	if g := h.get(stored); g.Status != slot.OK || g.Record.State != slot.Pending {
@@ -116,6 +122,7 @@ func TestFiredAppendFailure(t *testing.T) {
 		return true, nil
 	})
 	h.advanceTo(at)
+	h.backOff()
 	eventually(t, "the second delivery", func() bool { return h.pub.times(r.ID) == 2 })
 	h.quiet()
 	names := map[msgid.ID]string{r.ID: "a"}
@@ -267,6 +274,7 @@ func TestSupervisedReloadFailure(t *testing.T) {
 		t.Fatalf("schedule with a failing append = %v, want unavailable", r.Status)
 	}
 	h.setFail(nil)
+	h.backOff()
 	eventually(t, "the slot to reload after a restart", func() bool {
 		ok, failed := h.j.loadCounts(idx)
 		return ok == 2 && failed == 1
@@ -344,4 +352,34 @@ func TestRouterRestartRecovers(t *testing.T) {
 	}
 	h.advanceTo(at)
 	eventually(t, "both deliveries", func() bool { return h.pub.times(before.ID) == 1 && h.pub.times(after.ID) == 1 })
+}
+
+// TestNoRefireStorm: while the journal refuses every append, a due
+// message is published again only once per back-off of its slot (50 ms
+// doubling to 10 s), not as fast as appends fail; once the journal takes
+// writes again the slot resumes by itself and records the delivery.
+func TestNoRefireStorm(t *testing.T) {
+	h := newHarness(t, defaultConfig())
+	h.start()
+	at := ms(500 * time.Millisecond)
+	r := h.mustSchedule("a", at)
+	h.setFail(func(int64, []journal.Event) (bool, error) { return false, errDown })
+	h.advanceTo(at.Add(20 * time.Second))
+	// Back-offs from at: 50, 100, ..., 6400 ms, then 10 s: 9 reloads by
+	// at+20 s, each firing once more, less up to a quarter of jitter.
+	n := h.pub.times(r.ID)
+	if n < 8 || n > 11 {
+		t.Fatalf("published %d times in 20 s of a refusing journal, want one per back-off (8-11)", n)
+	}
+	if g := h.get(r.ID); g.Status != slot.Unavailable && g.Record.State != slot.Pending && g.Record.State != slot.Delivering {
+		t.Errorf("get during the outage = %+v", g)
+	}
+	h.setFail(nil)
+	h.advanceTo(at.Add(20*time.Second + appendRetryMax))
+	eventually(t, "the delivery to be recorded", func() bool { return h.get(r.ID).Record.State == slot.Delivered })
+	settled := h.pub.times(r.ID)
+	h.advanceTo(at.Add(40 * time.Second))
+	if m := h.pub.times(r.ID); m != settled {
+		t.Errorf("published %d more times after the journal recovered", m-settled)
+	}
 }

@@ -412,6 +412,13 @@ func (h *harness) advanceTo(t time.Time) {
 	h.quiet()
 }
 
+// backOff lets a slot whose append failed wait out its first back-off
+// (at most appendRetry) and reload.
+func (h *harness) backOff() {
+	h.t.Helper()
+	h.advanceTo(h.man.Now().Add(appendRetry))
+}
+
 func (h *harness) replyFunc() (func(slot.Result), <-chan slot.Result) {
 	ch := make(chan slot.Result, 1)
 	var called atomic.Bool

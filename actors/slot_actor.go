@@ -31,6 +31,9 @@ type (
 	// for a tick queued to run at once.
 	tick      struct{ at int64 }
 	published struct{ in slot.Published }
+	// resume ends the back-off after a failed append: reload and go on.
+	// owner as for appended.
+	resume struct{ owner *slotActor }
 )
 
 // slotActor is the thin shell around one slot.Slot: it appends the
@@ -46,6 +49,11 @@ type slotActor struct {
 
 	appending   bool   // an append is in flight (the core hands out one at a time)
 	refillFails int    // failed refills in a row, for the back-off
+	appendFails int    // failed appends in a row, for the back-off
+	// suspended: an append failed and the slot waits out its back-off
+	// before reloading; commands meanwhile are answered Unavailable and
+	// confirmations dropped (the reload fires those messages again).
+	suspended bool
 	lastSeq     uint64 // sequence of the slot's last stored record
 
 	timer     clock.Timer
@@ -78,13 +86,26 @@ func (a *slotActor) Receive(ctx actor.Context) {
 	case *command:
 		*a.handled++
 		a.asked = false
+		if a.suspended {
+			refuse(m.in)
+			break
+		}
 		a.step(m.in)
 	case *appended:
 		if m.owner == a {
 			a.onAppended(m)
 		}
+	case *resume:
+		if m.owner == a && a.suspended {
+			a.suspended = false
+			a.load()
+			a.step(slot.Tick{})
+		}
 	case *tick:
 		a.tickQueue = false
+		if a.suspended {
+			break
+		}
 		if m.at != 0 && m.at == a.timerAt {
 			// The timer fired: none is armed any more, even if the clock
 			// now reads before its deadline (a wall clock stepped back);
@@ -93,7 +114,9 @@ func (a *slotActor) Receive(ctx actor.Context) {
 		}
 		a.step(slot.Tick{})
 	case *published:
-		a.step(m.in)
+		if !a.suspended {
+			a.step(m.in)
+		}
 	case *stay:
 		a.asked = false
 		a.pinned = a.pinned || m.pinned
@@ -144,6 +167,36 @@ const (
 	refillRetry    = 100 * time.Millisecond
 	refillRetryMax = 5 * time.Second
 )
+
+// Back-off of failed appends: 50 ms doubling to 10 s, then 10 s.
+const (
+	appendRetry    = 50 * time.Millisecond
+	appendRetryMax = 10 * time.Second
+)
+
+// appendBackoff is the wait after the fails-th failed append in a row of
+// slot index: the exponential step, less up to a quarter of it, chosen by
+// the slot and the count rather than a random source, so runs in the
+// simulator replay and slots that failed together reload apart.
+func appendBackoff(index int64, fails int) time.Duration {
+	d := min(appendRetry<<min(fails-1, 16), appendRetryMax)
+	h := uint64(index)*0x9e3779b97f4a7c15 ^ uint64(fails)*0xbf58476d1ce4e5b9
+	h ^= h >> 31
+	return d - time.Duration(h%uint64(d/4+1))
+}
+
+// refuse answers a command that arrives while the slot backs off.
+func refuse(in slot.Input) {
+	switch in := in.(type) {
+	case slot.Schedule:
+		respond(in.To, slot.Result{Status: slot.Unavailable, Record: slot.Record{ID: in.Event.ID}})
+	case slot.Cancel:
+		respond(in.To, slot.Result{Status: slot.Unavailable, Record: slot.Record{ID: in.ID}})
+	case slot.Get:
+		respond(in.To, slot.Result{Status: slot.Unavailable, Record: slot.Record{ID: in.ID}})
+	}
+	// Adopt needs no answer: its event is durable, and the reload reads it.
+}
 
 func (y *yielder) done(events int) {
 	if y.n += events; y.n >= yieldEvery {
@@ -216,8 +269,7 @@ func (a *slotActor) refill() {
 func (a *slotActor) onAppended(m *appended) {
 	a.appending = false
 	if m.err != nil {
-		a.env.log.Warn("slot append failed; reloading from the journal", "slot", a.index, "err", m.err)
-		a.env.stats.appendErrors.Add(1)
+			a.env.stats.appendErrors.Add(1)
 		// Everything held was stepped on top of the failed events: none of
 		// it may be answered as done. Held deliveries are dropped; the
 		// reloaded slot fires them again from durable state.
@@ -225,10 +277,18 @@ func (a *slotActor) onAppended(m *appended) {
 			respond(r.To, r.Result)
 		}
 		a.disarm()
-		a.load()
-		a.step(slot.Tick{})
+		// Wait before reloading: the reload fires again what was being
+		// delivered, and a journal that keeps refusing would otherwise
+		// have the same message published as fast as appends fail.
+		a.appendFails++
+		a.suspended = true
+		wait := appendBackoff(a.index, a.appendFails)
+		a.env.log.Warn("slot append failed; reloading from the journal after a back-off", "slot", a.index, "in", wait, "failures", a.appendFails, "err", m.err)
+		self, root, owner := a.self, a.env.system.Root, a
+		a.env.clock.AfterFunc(wait, func() { root.Send(self, &resume{owner: owner}) })
 		return
 	}
+	a.appendFails = 0
 	a.lastSeq = m.seq
 	for _, ev := range m.events {
 		a.env.stats.count(ev.Kind)
@@ -280,7 +340,7 @@ func (a *slotActor) disarm() {
 // either finished or outside the activation horizon. The router decides,
 // because only it knows whether a command is on its way here.
 func (a *slotActor) maybePassivate(ctx actor.Context) {
-	if a.asked || a.core == nil || a.appending || a.core.Holding() || a.core.InFlight() > 0 {
+	if a.asked || a.core == nil || a.suspended || a.appending || a.core.Holding() || a.core.InFlight() > 0 {
 		return
 	}
 	done := a.core.Done()
