@@ -107,7 +107,7 @@ func (s *simulator) delivered(h handOut, ackLost bool) {
 // reads the store behind every wrapper and fault, and only on a duplicate,
 // so it costs nothing on the common path.
 func (s *simulator) firedStored(id msgid.ID) bool {
-	evs, _, err := s.j.mem.Load(context.Background(), id.DeliverAt()/s.cfg.SlotWidth.Milliseconds())
+	evs, _, err := s.j.memLoad(context.Background(), id.DeliverAt()/s.cfg.SlotWidth.Milliseconds())
 	if err != nil {
 		return false
 	}

@@ -44,6 +44,11 @@ type simJournal struct {
 	// never acknowledged.
 	firedAcked map[msgid.ID]bool
 
+	// quarSeen is the journal's quarantine count at the last check
+	// (checkQuarantine): reads check every record against its slot, and
+	// only a record the simulator injected may be refused.
+	quarSeen int64
+
 	completeInc *incarnation // incarnation of the write being stored
 	quiet       bool         // no faults (crash resolution, drain)
 }
@@ -61,6 +66,9 @@ func newSimJournal(s *simulator) *simJournal {
 		firedAcked: map[msgid.ID]bool{}}
 	j.mem.Complete = func(f func()) { s.queue.push(task{inc: j.completeInc, fn: f}) }
 	j.mem.Fail = j.decide
+	// Reads check every record against its slot, as the NATS journal's do,
+	// and quarantine those that fail.
+	j.mem.SlotWidth = s.cfg.SlotWidth
 	return j
 }
 
@@ -191,31 +199,56 @@ func (j *simJournal) watched(slot int64) bool {
 
 func (j *simJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
 	if j.watched(slot) {
-		evs, seq, _ := j.mem.Load(ctx, slot)
+		evs, seq, _ := j.memLoad(ctx, slot)
 		j.s.hist(-1, "load of slot %d (seq %d): %s", slot, seq, describe(evs))
 	}
 	if !j.quiet && j.s.faults.draw(faultLoadFail) == faultLoadFail {
 		j.s.hist(-1, "fault load-fail on slot %d", slot)
 		return nil, 0, fmt.Errorf("load slot %d: %w", slot, errLoadFail)
 	}
-	return j.mem.Load(ctx, slot)
+	return j.memLoad(ctx, slot)
 }
 
 // Scan is Load's streaming form, with the same faults.
 func (j *simJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
 	if j.watched(slot) {
-		evs, seq, _ := j.mem.Load(ctx, slot)
+		evs, seq, _ := j.memLoad(ctx, slot)
 		j.s.hist(-1, "scan of slot %d (seq %d): %s", slot, seq, describe(evs))
 	}
 	if !j.quiet && j.s.faults.draw(faultLoadFail) == faultLoadFail {
 		j.s.hist(-1, "fault load-fail on slot %d", slot)
 		return 0, fmt.Errorf("load slot %d: %w", slot, errLoadFail)
 	}
-	return j.mem.Scan(ctx, slot, fn)
+	seq, err := j.mem.Scan(ctx, slot, fn)
+	j.checkQuarantine()
+	return seq, err
 }
 
 func (j *simJournal) Tail(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
-	return j.mem.Tail(ctx, slot)
+	evs, seq, err := j.mem.Tail(ctx, slot)
+	j.checkQuarantine()
+	return evs, seq, err
+}
+
+// memLoad is Memory.Load for every read, the simulator's own included:
+// any read may quarantine a record, and each is checked.
+func (j *simJournal) memLoad(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+	evs, seq, err := j.mem.Load(ctx, slot)
+	j.checkQuarantine()
+	return evs, seq, err
+}
+
+// checkQuarantine checks what the journal refused since the last check:
+// every event tock writes passes journal.Check, so a refused record of
+// tock's own means a replay skipped real events.
+func (j *simJournal) checkQuarantine() {
+	q := j.mem.Quarantined()
+	fresh := q.Recent[max(0, len(q.Recent)-int(q.Count-j.quarSeen)):]
+	j.quarSeen = q.Count
+	for _, e := range fresh {
+		j.s.fail("quarantine", -1, "the journal refused record %d of slot %d, one tock wrote: %s", e.Seq, e.Slot, e.Reason)
+		return
+	}
 }
 
 func (j *simJournal) Slots(ctx context.Context) ([]int64, error) { return j.mem.Slots(ctx) }
@@ -229,7 +262,7 @@ func (j *simJournal) PurgeUpTo(ctx context.Context, slot int64, seq uint64) erro
 	if err := j.mem.PurgeUpTo(ctx, slot, seq); err != nil {
 		return err
 	}
-	evs, _, err := j.mem.Load(ctx, slot)
+	evs, _, err := j.memLoad(ctx, slot)
 	if err != nil {
 		return err
 	}
