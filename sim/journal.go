@@ -43,6 +43,10 @@ type simJournal struct {
 	// A message may be delivered again only while its Fired event was
 	// never acknowledged.
 	firedAcked map[msgid.ID]bool
+	// appended maps the id of every Scheduled event the actors appended
+	// (seen by ackWatch, stored or not) to its request, from its body (-1
+	// for a body of no request): what tock may publish.
+	appended map[msgid.ID]int32
 
 	// quarSeen is the journal's quarantine count at the last check
 	// (checkQuarantine): reads check every record against its slot, and
@@ -63,7 +67,7 @@ type pendingWrite struct {
 func newSimJournal(s *simulator) *simJournal {
 	j := &simJournal{s: s, mem: journal.NewMemory(),
 		scheduled: map[msgid.ID]int32{}, cancelled: map[msgid.ID]bool{}, events: map[int64]int{},
-		firedAcked: map[msgid.ID]bool{}}
+		firedAcked: map[msgid.ID]bool{}, appended: map[msgid.ID]int32{}}
 	j.mem.Complete = func(f func()) { s.queue.push(task{inc: j.completeInc, fn: f}) }
 	j.mem.Fail = j.decide
 	// Reads check every record against its slot, as the NATS journal's do,
@@ -277,7 +281,8 @@ func (j *simJournal) PurgeUpTo(ctx context.Context, slot int64, seq uint64) erro
 }
 
 // ackWatch is the journal the actors see, outside every test wrapper: it
-// records in firedAcked the Fired events whose append was acknowledged.
+// records in firedAcked the Fired events whose append was acknowledged,
+// and in appended the ids of the Scheduled events appended.
 type ackWatch struct {
 	journal.Journal
 	j *simJournal
@@ -286,8 +291,13 @@ type ackWatch struct {
 func (w ackWatch) Append(slot int64, events []journal.Event, done func(uint64, error)) {
 	var fired []msgid.ID // taken now: a wrapper may change events
 	for _, ev := range events {
-		if ev.Kind == journal.Fired {
+		switch ev.Kind {
+		case journal.Fired:
 			fired = append(fired, ev.ID)
+		case journal.Scheduled:
+			if _, ok := w.j.appended[ev.ID]; !ok {
+				w.j.appended[ev.ID] = int32(w.j.s.opOf(ev.Body))
+			}
 		}
 	}
 	if len(fired) > 0 {
