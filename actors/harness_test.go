@@ -233,6 +233,13 @@ func (p *testPublisher) confirm(id msgid.ID) bool {
 	return len(dones) > 0
 }
 
+// deliveries returns a copy of what was published, in publish order.
+func (p *testPublisher) deliveries() []slot.Delivery {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.delivered)
+}
+
 // ids lists the delivered ids in publish order.
 func (p *testPublisher) ids() []msgid.ID {
 	p.mu.Lock()

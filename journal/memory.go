@@ -45,7 +45,10 @@ type Memory struct {
 type memRecord struct {
 	seq    uint64
 	events []Event
-	raw    []byte // an injected record (Inject): decoded when read
+	// raw is an injected record (Inject), decoded when read. Marked apart
+	// from it, since an empty one (nil raw) is as corrupt as any.
+	raw      []byte
+	injected bool
 }
 
 var (
@@ -163,7 +166,7 @@ func (m *Memory) read(slot int64, r memRecord) []Event {
 		check = SlotCheck(slot, m.SlotWidth.Milliseconds())
 	}
 	events, err := r.events, error(nil)
-	if r.raw != nil {
+	if r.injected {
 		events, err = DecodeChecked(nil, r.raw, false, check)
 	} else if check != nil {
 		err = CheckRecord(events, check)
@@ -185,7 +188,7 @@ func (m *Memory) Inject(slot int64, data []byte) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.seq++
-	m.slots[slot] = append(m.slots[slot], memRecord{seq: m.seq, raw: slices.Clone(data)})
+	m.slots[slot] = append(m.slots[slot], memRecord{seq: m.seq, raw: slices.Clone(data), injected: true})
 	return m.seq
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -76,5 +77,28 @@ func TestMemoryFail(t *testing.T) {
 	want := append(journaltest.GenEvents(2, 1), journaltest.GenEvents(3, 1)...)
 	if diff := cmp.Diff(want, events, journaltest.EquateEmpty); diff != "" || seq != 2 {
 		t.Errorf("seq %d, events (-want +got):\n%s", seq, diff)
+	}
+}
+
+// TestMemoryInject: injected records are decoded and checked when read;
+// one that fails, an empty one too, is skipped and counted once.
+func TestMemoryInject(t *testing.T) {
+	m := journal.NewMemory()
+	m.SlotWidth = time.Second
+	ev := journal.Event{Kind: journal.Closed, At: 2000} // after slot 1's end
+	for _, data := range [][]byte{nil, {}, []byte("garbage"), journal.EncodeRecord(nil, []journal.Event{ev})} {
+		m.Inject(1, data)
+	}
+	for range 2 {
+		events, seq, err := m.Load(context.Background(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]journal.Event{ev}, events, journaltest.EquateEmpty); diff != "" || seq != 4 {
+			t.Errorf("seq %d, events (-want +got):\n%s", seq, diff)
+		}
+	}
+	if q := m.Quarantined(); q.Count != 3 {
+		t.Errorf("quarantined %d records, want 3: %+v", q.Count, q.Recent)
 	}
 }

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 
 	"github.com/tockd/tock/actors/slot"
@@ -12,8 +13,19 @@ import (
 // handedOut is called for every delivery the scheduler hands to the
 // publisher: firing began.
 func (s *simulator) handedOut(d slot.Delivery) {
-	n, err := strconv.Atoi(string(d.Body))
-	if err != nil || n < 0 || n >= len(s.ops) {
+	// Checked first, whatever the body: a message no request asked for
+	// reaching a target (a forged or corrupt record trusted by a replay)
+	// is the harm the journal's checks exist to prevent.
+	if why := s.foreign(d); why != "" {
+		op := -1
+		if n, ok := s.j.appended[d.ID]; ok {
+			op = int(n)
+		}
+		s.fail("no-foreign-publish", op, "%s to %q handed to the publisher: %s", d.ID, d.Target, why)
+		return
+	}
+	n := s.opOf(d.Body)
+	if n < 0 {
 		return // delivered reports it as an integrity failure
 	}
 	s.ops[n].handedOut++
@@ -33,6 +45,40 @@ func (s *simulator) handedOut(d slot.Delivery) {
 	if s.j.firedAcked[d.ID] {
 		s.fail("duplicate", n, "%s handed to the publisher again (by incarnation %d) after its Fired event was acknowledged", d.ID, s.cur.n)
 	}
+}
+
+// foreign says why d is not a delivery of a message the workload asked
+// for, or "" if it is one: its id must be of a Scheduled event the actors
+// appended for a request, and its target, headers and body those of that
+// request (which sends no headers). A wrong deliver time is left to
+// 2-never-early and integrity, which say more about it.
+func (s *simulator) foreign(d slot.Delivery) string {
+	n, ok := s.j.appended[d.ID]
+	switch {
+	case !ok:
+		return "no Scheduled event with its id was ever appended by tock"
+	case n < 0:
+		return fmt.Sprintf("its Scheduled event carried body %q of no request", d.Body)
+	}
+	o := &s.ops[n]
+	switch {
+	case d.Target != kindTargets[o.kind]:
+		return fmt.Sprintf("message %d was scheduled to %q", n, kindTargets[o.kind])
+	case string(d.Body) != strconv.Itoa(int(n)):
+		return fmt.Sprintf("body %q, message %d's is %q", d.Body, n, strconv.Itoa(int(n)))
+	case len(d.Header) > 0:
+		return fmt.Sprintf("headers %v, message %d was scheduled with none", d.Header, n)
+	}
+	return ""
+}
+
+// opOf is the request a message body names, or -1.
+func (s *simulator) opOf(body []byte) int {
+	n, err := strconv.Atoi(string(body))
+	if err != nil || n < 0 || n >= len(s.ops) {
+		return -1
+	}
+	return n
 }
 
 // delivered is called by the publisher for every attempt that reached the
@@ -107,7 +153,7 @@ func (s *simulator) delivered(h handOut, ackLost bool) {
 // reads the store behind every wrapper and fault, and only on a duplicate,
 // so it costs nothing on the common path.
 func (s *simulator) firedStored(id msgid.ID) bool {
-	evs, _, err := s.j.mem.Load(context.Background(), id.DeliverAt()/s.cfg.SlotWidth.Milliseconds())
+	evs, _, err := s.j.memLoad(context.Background(), id.DeliverAt()/s.cfg.SlotWidth.Milliseconds())
 	if err != nil {
 		return false
 	}

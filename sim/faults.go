@@ -28,6 +28,7 @@ const (
 	faultCrashWriteLost         // at a crash, an append not yet written was lost
 	faultClockJump              // the process pauses: time jumps ahead
 	faultClockBack              // the process restarts with its clock behind: time steps back
+	faultCorruptRecord          // a record no tock wrote appears in a slot's journal
 	nFaults
 )
 
@@ -36,6 +37,7 @@ var faultNames = [nFaults]string{
 	faultLoadFail: "load-fail", faultPublishFail: "publish-fail", faultPublishAckLost: "publish-ack-lost",
 	faultPublishSlow: "publish-slow", faultCrash: "crash", faultCrashWriteStored: "crash-write-stored",
 	faultCrashWriteLost: "crash-write-lost", faultClockJump: "clock-jump", faultClockBack: "clock-back",
+	faultCorruptRecord: "corrupt-record",
 }
 
 func (f fault) String() string { return faultNames[f] }
@@ -57,6 +59,7 @@ var faultPoints = [nFaults]string{
 	faultCrash:          "crash",
 	faultClockJump:      "clockJump",
 	faultClockBack:      "clockBack",
+	faultCorruptRecord:  "corruptRecord",
 }
 
 // Failpoints returns the full names of the simulator's failpoints.
@@ -91,6 +94,7 @@ var defaultRates = faultRates{
 	faultCrash:          perMillion,
 	faultClockJump:      perMillion,
 	faultClockBack:      perMillion,
+	faultCorruptRecord:  5_000,
 }
 
 // exclusive lists fault kinds decided by one draw: their rates must not add

@@ -1,9 +1,11 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/tockd/tock/journal"
@@ -43,6 +45,22 @@ type simJournal struct {
 	// A message may be delivered again only while its Fired event was
 	// never acknowledged.
 	firedAcked map[msgid.ID]bool
+	// appended maps the id of every Scheduled event the actors appended
+	// (seen by ackWatch, stored or not) to its request, from its body (-1
+	// for a body of no request): what tock may publish.
+	appended map[msgid.ID]int32
+
+	// quarSeen is the journal's quarantine count at the last check
+	// (checkQuarantine): reads check every record against its slot, and
+	// only a record the simulator injected may be refused.
+	quarSeen int64
+	// injected lists the corrupt-record fault's records in sequence order;
+	// injRead counts those a read went past (each must have been
+	// quarantined). lastRecord is the encoding of the last write, which
+	// the fault damages (encoded at once: the actors reuse their events).
+	injected   []injection
+	injRead    int
+	lastRecord []byte
 
 	completeInc *incarnation // incarnation of the write being stored
 	quiet       bool         // no faults (crash resolution, drain)
@@ -58,9 +76,12 @@ type pendingWrite struct {
 func newSimJournal(s *simulator) *simJournal {
 	j := &simJournal{s: s, mem: journal.NewMemory(),
 		scheduled: map[msgid.ID]int32{}, cancelled: map[msgid.ID]bool{}, events: map[int64]int{},
-		firedAcked: map[msgid.ID]bool{}}
+		firedAcked: map[msgid.ID]bool{}, appended: map[msgid.ID]int32{}}
 	j.mem.Complete = func(f func()) { s.queue.push(task{inc: j.completeInc, fn: f}) }
 	j.mem.Fail = j.decide
+	// Reads check every record against its slot, as the NATS journal's do,
+	// and quarantine those that fail.
+	j.mem.SlotWidth = s.cfg.SlotWidth
 	return j
 }
 
@@ -146,6 +167,10 @@ func (j *simJournal) flush() {
 		if w.inc != nil && w.inc.dead {
 			continue // resolved at the crash
 		}
+		if len(w.events) > 0 && journal.Validate(w.events) == nil {
+			j.lastRecord = journal.EncodeRecord(j.lastRecord[:0], w.events)
+		}
+		j.corrupt(w.slot) // a bad record before this one
 		j.completeInc = w.inc
 		if j.watched(w.slot) {
 			j.s.hist(-1, "append to slot %d by incarnation %d: %s", w.slot, w.inc.n, describe(w.events))
@@ -190,32 +215,113 @@ func (j *simJournal) watched(slot int64) bool {
 }
 
 func (j *simJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+	j.corrupt(slot)
 	if j.watched(slot) {
-		evs, seq, _ := j.mem.Load(ctx, slot)
+		evs, seq, _ := j.memLoad(ctx, slot)
 		j.s.hist(-1, "load of slot %d (seq %d): %s", slot, seq, describe(evs))
 	}
 	if !j.quiet && j.s.faults.draw(faultLoadFail) == faultLoadFail {
 		j.s.hist(-1, "fault load-fail on slot %d", slot)
 		return nil, 0, fmt.Errorf("load slot %d: %w", slot, errLoadFail)
 	}
-	return j.mem.Load(ctx, slot)
+	return j.memLoad(ctx, slot)
 }
 
 // Scan is Load's streaming form, with the same faults.
 func (j *simJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+	j.corrupt(slot)
 	if j.watched(slot) {
-		evs, seq, _ := j.mem.Load(ctx, slot)
+		evs, seq, _ := j.memLoad(ctx, slot)
 		j.s.hist(-1, "scan of slot %d (seq %d): %s", slot, seq, describe(evs))
 	}
 	if !j.quiet && j.s.faults.draw(faultLoadFail) == faultLoadFail {
 		j.s.hist(-1, "fault load-fail on slot %d", slot)
 		return 0, fmt.Errorf("load slot %d: %w", slot, errLoadFail)
 	}
-	return j.mem.Scan(ctx, slot, fn)
+	seq, err := j.mem.Scan(ctx, slot, fn)
+	if err == nil { // a scan that ended early did not read every record
+		j.passed(slot, seq, false)
+	}
+	j.checkQuarantine()
+	return seq, err
 }
 
 func (j *simJournal) Tail(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
-	return j.mem.Tail(ctx, slot)
+	evs, seq, err := j.mem.Tail(ctx, slot)
+	if err == nil {
+		j.passed(slot, seq, true)
+	}
+	j.checkQuarantine()
+	return evs, seq, err
+}
+
+// memLoad is Memory.Load for every read, the simulator's own included:
+// any read may quarantine a record, and each is checked.
+func (j *simJournal) memLoad(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
+	evs, seq, err := j.mem.Load(ctx, slot)
+	if err == nil {
+		j.passed(slot, seq, false)
+	}
+	j.checkQuarantine()
+	return evs, seq, err
+}
+
+// passed notes that a read of slot went past its records up to sequence
+// last (tail: its last record alone): the injected ones among them must
+// now be quarantined.
+func (j *simJournal) passed(slot int64, last uint64, tail bool) {
+	for i := range j.injected {
+		in := &j.injected[i]
+		if in.slot == slot && !in.gone && !in.read && in.seq <= last && (!tail || in.seq == last) {
+			in.read = true
+			j.injRead++
+		}
+	}
+}
+
+// checkQuarantine checks what the journal refused since the last check.
+// Every event tock writes passes journal.Check, so a refused record of
+// tock's own means a replay skipped real events; every injected record
+// fails it, so one read and not refused was trusted. (A record injected
+// where no read comes again, into a purged slot say, is never refused:
+// only those read are counted.)
+func (j *simJournal) checkQuarantine() {
+	q := j.mem.Quarantined()
+	fresh := q.Recent[max(0, len(q.Recent)-int(q.Count-j.quarSeen)):]
+	j.quarSeen = q.Count
+	for _, e := range fresh {
+		if in := j.injection(e.Seq); in == nil || in.slot != e.Slot {
+			j.s.fail("quarantine", -1, "the journal refused record %d of slot %d, one tock wrote: %s", e.Seq, e.Slot, e.Reason)
+			return
+		}
+	}
+	switch {
+	case q.Count > int64(len(j.injected)):
+		j.s.fail("quarantine", -1, "the journal refused %d records, more than the %d injected: it refused records tock wrote", q.Count, len(j.injected))
+	case q.Count < int64(j.injRead):
+		j.s.fail("quarantine", -1, "reads went past %d injected records and the journal refused only %d: it trusted %s", j.injRead, q.Count, j.trusted(q))
+	}
+}
+
+// injection is the injected record of sequence seq, or nil.
+func (j *simJournal) injection(seq uint64) *injection {
+	i, ok := slices.BinarySearchFunc(j.injected, seq, func(in injection, seq uint64) int { return cmp.Compare(in.seq, seq) })
+	if !ok {
+		return nil
+	}
+	return &j.injected[i]
+}
+
+// trusted names the latest injected record read and not among q's recent
+// entries: one the journal let through.
+func (j *simJournal) trusted(q journal.QuarantineStats) string {
+	for i := len(j.injected) - 1; i >= 0; i-- {
+		in := j.injected[i]
+		if in.read && !slices.ContainsFunc(q.Recent, func(e journal.QuarantineEntry) bool { return e.Seq == in.seq }) {
+			return fmt.Sprintf("e.g. the %s record %d of slot %d", in.kind, in.seq, in.slot)
+		}
+	}
+	return "some of them"
 }
 
 func (j *simJournal) Slots(ctx context.Context) ([]int64, error) { return j.mem.Slots(ctx) }
@@ -229,7 +335,12 @@ func (j *simJournal) PurgeUpTo(ctx context.Context, slot int64, seq uint64) erro
 	if err := j.mem.PurgeUpTo(ctx, slot, seq); err != nil {
 		return err
 	}
-	evs, _, err := j.mem.Load(ctx, slot)
+	for i := range j.injected {
+		if in := &j.injected[i]; in.slot == slot && in.seq <= seq {
+			in.gone = true
+		}
+	}
+	evs, _, err := j.memLoad(ctx, slot)
 	if err != nil {
 		return err
 	}
@@ -244,7 +355,8 @@ func (j *simJournal) PurgeUpTo(ctx context.Context, slot int64, seq uint64) erro
 }
 
 // ackWatch is the journal the actors see, outside every test wrapper: it
-// records in firedAcked the Fired events whose append was acknowledged.
+// records in firedAcked the Fired events whose append was acknowledged,
+// and in appended the ids of the Scheduled events appended.
 type ackWatch struct {
 	journal.Journal
 	j *simJournal
@@ -253,8 +365,13 @@ type ackWatch struct {
 func (w ackWatch) Append(slot int64, events []journal.Event, done func(uint64, error)) {
 	var fired []msgid.ID // taken now: a wrapper may change events
 	for _, ev := range events {
-		if ev.Kind == journal.Fired {
+		switch ev.Kind {
+		case journal.Fired:
 			fired = append(fired, ev.ID)
+		case journal.Scheduled:
+			if _, ok := w.j.appended[ev.ID]; !ok {
+				w.j.appended[ev.ID] = int32(w.j.s.opOf(ev.Body))
+			}
 		}
 	}
 	if len(fired) > 0 {

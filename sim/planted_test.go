@@ -10,6 +10,7 @@ import (
 
 	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
 )
 
 // The planted-bug tests: each wraps what the actors see (the journal or the
@@ -241,4 +242,51 @@ func TestClockBackBeforeAnyID(t *testing.T) {
 			t.Errorf("seed %d: %d clock-backs, clock %v behind, virtual end %v", seed, rep.Faults["clock-back"], rep.ClockBehind, rep.VirtualEnd)
 		}
 	}
+}
+
+// forgingJournal lets one forged Scheduled event into every slot it
+// reads, as a replay that trusted a record no tock wrote would: a message
+// of an id no request got, in the slot, to a system subject.
+type forgingJournal struct {
+	journal.Journal
+	widthMs int64
+}
+
+func (j forgingJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+	id := msgid.Compose(slot*j.widthMs, 1, uint64(slot)|1)
+	forged := []journal.Event{{Kind: journal.Scheduled, ID: id, At: id.DeliverAt(), Target: "$SYS.forged", DeliverAt: id.DeliverAt()}}
+	if err := fn(forged); err != nil {
+		return 0, err
+	}
+	return j.Journal.Scan(ctx, slot, fn)
+}
+
+func TestCheckerBitesForeignPublish(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal {
+		return forgingJournal{Journal: j, widthMs: time.Minute.Milliseconds()}
+	}
+	expectCaught(t, cfg, "no-foreign-publish", false, true)
+}
+
+// retargetingJournal reads every Scheduled event back with a system
+// subject for its target: a replay that trusted a forged copy of a real
+// message's record.
+type retargetingJournal struct{ journal.Journal }
+
+func (j retargetingJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+	return j.Journal.Scan(ctx, slot, func(evs []journal.Event) error {
+		for i := range evs {
+			if evs[i].Kind == journal.Scheduled {
+				evs[i].Target = "$SYS.x"
+			}
+		}
+		return fn(evs)
+	})
+}
+
+func TestCheckerBitesRetargetedPublish(t *testing.T) {
+	cfg := plantedConfig()
+	cfg.WrapJournal = func(j journal.Journal) journal.Journal { return retargetingJournal{j} }
+	expectCaught(t, cfg, "no-foreign-publish", false, true)
 }

@@ -118,6 +118,12 @@ type Report struct {
 	PeakSlots    int   // slots with records in the journal
 	PeakEvents   int   // events in the journal
 	FiredAcked   int   // messages whose Fired event the journal acknowledged
+	// Injected counts the records the corrupt-record fault injected, by
+	// kind; InjectedRead those a read went past, each of which the journal
+	// must have quarantined; Quarantined the records it refused.
+	Injected     map[string]int
+	InjectedRead int
+	Quarantined  int64
 	// ClockBehind is how far the last incarnation's clock was behind the
 	// true time (the sum of the clock-back steps).
 	ClockBehind time.Duration
@@ -371,7 +377,7 @@ func run(cfg Config) (Report, error) {
 	s.trace.init()
 	s.j = newSimJournal(s)
 	s.pub = &publisher{s: s}
-	s.rep = Report{Seed: cfg.Seed, Messages: cfg.Messages, Duplicates: map[string]int{}, Cancels: map[string]int{}, Faults: map[string]int{}}
+	s.rep = Report{Seed: cfg.Seed, Messages: cfg.Messages, Duplicates: map[string]int{}, Cancels: map[string]int{}, Faults: map[string]int{}, Injected: map[string]int{}}
 	s.faultEnd = start.Add(cfg.Span).UnixMilli()
 	s.faults.active = cfg.Faults
 
@@ -620,6 +626,10 @@ func (s *simulator) summarise() {
 		}
 	}
 	s.rep.FiredAcked = len(s.j.firedAcked)
+	for _, in := range s.j.injected {
+		s.rep.Injected[in.kind.String()]++
+	}
+	s.rep.InjectedRead, s.rep.Quarantined = s.j.injRead, s.j.mem.Quarantined().Count
 	s.rep.ClockBehind = s.lag
 	s.rep.TraceEvents, s.rep.TraceHash = s.trace.n, s.trace.sum()
 }

@@ -208,3 +208,45 @@ func TestRetryAfterOKCancel(t *testing.T) {
 	rep := run1(t, cfg)
 	t.Logf("cancels %v", rep.Cancels)
 }
+
+// TestCorruptRecords: the corrupt-record fault injects every kind of bad
+// record, reads meet them, and the journal quarantines each one read (the
+// run checks it at every read; this checks the checks ran), alone and
+// among the other faults.
+func TestCorruptRecords(t *testing.T) {
+	kinds := map[string]int{}
+	read := 0
+	for seed := uint64(1); seed <= 8; seed++ {
+		for _, only := range []bool{false, true} {
+			cfg := small(seed, true)
+			if only {
+				cfg.Faults, cfg.FaultRates = false, map[string]float64{"corruptRecord": 0.05}
+			}
+			rep := run1(t, cfg)
+			for k, n := range rep.Injected {
+				kinds[k] += n
+			}
+			read += rep.InjectedRead
+			if rep.Quarantined < int64(rep.InjectedRead) || rep.Faults["corrupt-record"] != total(rep.Injected) {
+				t.Errorf("seed %d (corruption only %v): %d injected, %d read back, %d quarantined, %d faults counted",
+					seed, only, total(rep.Injected), rep.InjectedRead, rep.Quarantined, rep.Faults["corrupt-record"])
+			}
+		}
+	}
+	for c := corruption(0); c < nCorruptions; c++ {
+		if kinds[c.String()] == 0 {
+			t.Errorf("no %s record injected in 16 runs: %v", c, kinds)
+		}
+	}
+	if read == 0 {
+		t.Errorf("no injected record was read back: %v", kinds)
+	}
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}

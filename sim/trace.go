@@ -19,6 +19,7 @@ const (
 	evDelivery
 	evFault
 	evPurge
+	evInject // a corrupt record injected: detail slot<<8 | corruption
 )
 
 // tracer hashes every observable event: kind, virtual ms, id, detail.

@@ -370,6 +370,11 @@ func printSimReport(w io.Writer, r sim.Report, wall time.Duration) {
 	for _, k := range sortedKeys(r.Faults) {
 		fmt.Fprintf(w, "  %s=%d", k, r.Faults[k])
 	}
+	fmt.Fprintf(w, "\n  records      %d injected", total(r.Injected))
+	for _, k := range sortedKeys(r.Injected) {
+		fmt.Fprintf(w, "  %s=%d", k, r.Injected[k])
+	}
+	fmt.Fprintf(w, "; %d read back, %d quarantined", r.InjectedRead, r.Quarantined)
 	fmt.Fprintf(w, "\n  backlog      %d slot steps stopped at max-per-step, %d at max-in-flight; %d refills\n", r.LimitedPerStep, r.LimitedInFlight, r.Refills)
 	c := r.Config
 	swarm := ""
