@@ -50,6 +50,17 @@ func Check(slot, widthMs int64, ev *Event) error {
 			return foreign(ev, "carries delivery fields")
 		}
 		return nil
+	case Dead:
+		if err := checkID(slot, widthMs, ev); err != nil {
+			return err
+		}
+		if ev.Target != "" || ev.DeliverAt != 0 || len(ev.Header) > 0 {
+			return foreign(ev, "carries delivery fields")
+		}
+		if len(ev.Body) > MaxDeadReason {
+			return foreign(ev, "reason of %d bytes, over %d", len(ev.Body), MaxDeadReason)
+		}
+		return nil
 	case Closed:
 		if !ev.ID.IsZero() || hasDeliveryFields(ev) {
 			return foreign(ev, "carries an id or delivery fields")
@@ -62,6 +73,9 @@ func Check(slot, widthMs int64, ev *Event) error {
 	}
 	return fmt.Errorf("%w: unknown event kind %d", ErrForeign, uint8(ev.Kind))
 }
+
+// MaxDeadReason bounds the reason a Dead event carries, in bytes.
+const MaxDeadReason = 1024
 
 // SlotOf is the slot of a deliver time for slots of widthMs (> 0),
 // rounding down for negative times too (also: the bucket of a slot).

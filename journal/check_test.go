@@ -18,6 +18,7 @@ func TestCheck(t *testing.T) {
 		{Kind: Fired, ID: id, At: 5_600},
 		{Kind: Cancelled, ID: id, At: 200},
 		{Kind: Closed, At: 6_000},
+		{Kind: Dead, ID: id, At: 5_600, Body: []byte("the target refused it for good")},
 	}
 	for _, ev := range ok {
 		if err := Check(5, testWidth, &ev); err != nil {
@@ -44,6 +45,9 @@ func TestCheck(t *testing.T) {
 		"closed early":     {Kind: Closed, At: 5_999},
 		"closed with id":   {Kind: Closed, ID: id, At: 7_000},
 		"unknown kind":     {Kind: 9, ID: id},
+		"dead elsewhere":   {Kind: Dead, ID: msgid.New(6_000, 1), At: 1},
+		"dead with target": {Kind: Dead, ID: id, At: 1, Target: "orders.x"},
+		"dead long reason": {Kind: Dead, ID: id, At: 1, Body: make([]byte, MaxDeadReason+1)},
 	}
 	for name, ev := range bad {
 		if err := Check(5, testWidth, &ev); !errors.Is(err, ErrForeign) {

@@ -79,7 +79,7 @@ var (
 // first so a bad event fails its own append instead of poisoning a slot.
 func Validate(events []Event) error {
 	for i := range events {
-		if k := events[i].Kind; k < Scheduled || k > Closed {
+		if k := events[i].Kind; k < Scheduled || k > Dead {
 			return fmt.Errorf("%w: event %d has kind %d", ErrInvalidEvent, i, uint8(k))
 		}
 	}
@@ -268,7 +268,7 @@ func (d *decoder) event(ev *Event, prevAt int64) error {
 		return err
 	}
 	ev.Kind = Kind(head & kindMask)
-	if ev.Kind < Scheduled || ev.Kind > Closed {
+	if ev.Kind < Scheduled || ev.Kind > Dead {
 		return d.errorf("unknown event kind %d", uint8(ev.Kind))
 	}
 	delta, err := d.varint("at")

@@ -30,6 +30,9 @@ const (
 	// the slot's time had passed; the slot may be purged after retention.
 	// ID is zero.
 	Closed Kind = 4
+	// Dead: a message was dead-lettered at At (stored in the dead-letter
+	// stream instead of its target); Body holds the reason, in UTF-8.
+	Dead Kind = 5
 )
 
 func (k Kind) String() string {
@@ -42,6 +45,8 @@ func (k Kind) String() string {
 		return "fired"
 	case Closed:
 		return "closed"
+	case Dead:
+		return "dead"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -12,6 +12,7 @@ const (
 	Delivering                  // handed to the publisher, not yet confirmed
 	Delivered                   // confirmed published (PubAck'd for stream targets)
 	Cancelled                   // cancelled before delivery began
+	Dead                        // dead-lettered: stored in the dead-letter stream, not its target; Record.Reason says why
 )
 
 func (s State) String() string {
@@ -24,6 +25,8 @@ func (s State) String() string {
 		return "delivered"
 	case Cancelled:
 		return "cancelled"
+	case Dead:
+		return "dead"
 	}
 	return "unknown"
 }
@@ -38,13 +41,21 @@ const (
 	Unavailable        // the journal could not store the event; nothing is promised
 )
 
+// Outcome is how the publisher settled a delivery: published, or (Dead)
+// stored in the dead-letter stream instead, for Reason.
+type Outcome struct {
+	Dead   bool
+	Reason string
+}
+
 // Record is what tock tells about one message.
 type Record struct {
 	ID        msgid.ID
 	Target    string
 	DeliverAt int64 // Unix ms
 	State     State
-	DoneAt    int64 // Unix ms of delivery or cancel; 0 while pending
+	DoneAt    int64  // Unix ms of delivery, cancel or dead-lettering; 0 while pending
+	Reason    string // why it was dead-lettered (State Dead)
 }
 
 // Result answers a Schedule, Cancel or Get.

@@ -22,6 +22,8 @@
 package slot
 
 import (
+	"unicode/utf8"
+
 	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/msgid"
 )
@@ -80,8 +82,15 @@ type Get struct {
 // Tick only advances time: due messages fire and a finished slot closes.
 type Tick struct{}
 
-// Published confirms that a delivery was published (PubAck'd for stream targets).
-type Published struct{ ID msgid.ID }
+// Published confirms that a delivery was settled: published (PubAck'd for
+// stream targets), or, with Dead set, stored in the dead-letter stream
+// instead because its target refused it for good or its retry policy ran
+// out; Reason says why (at most journal.MaxDeadReason bytes are kept).
+type Published struct {
+	ID     msgid.ID
+	Dead   bool
+	Reason string
+}
 
 func (Schedule) isInput()  {}
 func (Adopt) isInput()     {}
@@ -166,6 +175,8 @@ type Slot struct {
 	// holds the entries a refill in progress brings back.
 	refill bool
 	wanted map[msgid.ID]int32
+	// reasons: why each dead-lettered message was (its records say it).
+	reasons map[msgid.ID]string
 }
 
 // New returns an empty slot.
@@ -237,6 +248,12 @@ func (s *Slot) Recover(ev journal.Event) {
 			s.finish(e, Delivered, ev.At)
 			s.st.compact()
 		}
+	case journal.Dead:
+		if e := s.entry(ev.ID); e != nil && e.state == Pending {
+			s.finish(e, Dead, ev.At)
+			s.setReason(e.id, string(ev.Body))
+			s.st.compact()
+		}
 	case journal.Closed:
 		// A Closed is written only once nothing is pending, so one that
 		// finds messages pending is not the slot's own (forged, or it
@@ -266,7 +283,7 @@ func (s *Slot) Step(now int64, in Input) {
 	case Get:
 		s.get(in)
 	case Published:
-		s.delivered(now, in.ID)
+		s.delivered(now, in)
 	case Persisted:
 		s.persisted = true
 	case Tick:
@@ -329,16 +346,45 @@ func (s *Slot) get(in Get) {
 	s.ready.Replies = append(s.ready.Replies, Reply{To: in.To, Result: Result{Status: NotFound, Record: Record{ID: in.ID}}})
 }
 
-func (s *Slot) delivered(now int64, id msgid.ID) {
-	e := s.entry(id)
+func (s *Slot) delivered(now int64, in Published) {
+	e := s.entry(in.ID)
 	if e == nil || (e.state != Delivering && e.state != Pending) {
 		return // a confirmation for a message already settled: nothing to record
 	}
 	// Pending happens after a reset: the delivery handed out by the old
 	// incarnation was confirmed; record it rather than fire again.
-	s.finish(e, Delivered, now)
 	s.closed = false
-	s.ready.Events = append(s.ready.Events, journal.Event{Kind: journal.Fired, ID: id, At: now})
+	if in.Dead {
+		reason := truncateReason(in.Reason)
+		s.finish(e, Dead, now)
+		s.setReason(in.ID, reason)
+		s.ready.Events = append(s.ready.Events, journal.Event{Kind: journal.Dead, ID: in.ID, At: now, Body: []byte(reason)})
+		return
+	}
+	s.finish(e, Delivered, now)
+	s.ready.Events = append(s.ready.Events, journal.Event{Kind: journal.Fired, ID: in.ID, At: now})
+}
+
+// setReason keeps why id was dead-lettered, for its record. Dead letters
+// are rare, so a map beside the compact entries costs nothing otherwise.
+func (s *Slot) setReason(id msgid.ID, reason string) {
+	if s.reasons == nil {
+		s.reasons = make(map[msgid.ID]string)
+	}
+	s.reasons[id] = reason
+}
+
+// truncateReason cuts a reason to journal.MaxDeadReason bytes, on a rune
+// boundary.
+func truncateReason(r string) string {
+	if len(r) <= journal.MaxDeadReason {
+		return r
+	}
+	cut := journal.MaxDeadReason
+	for cut > 0 && !utf8.RuneStart(r[cut]) {
+		cut--
+	}
+	return r[:cut]
 }
 
 // fire hands out due messages in (deliver time, acceptance) order, up to
@@ -445,5 +491,9 @@ func (s *Slot) finish(e *entry, st State, at int64) {
 }
 
 func (s *Slot) reply(to any, st Status, e *entry) {
-	s.ready.Replies = append(s.ready.Replies, Reply{To: to, Result: Result{Status: st, Record: s.st.record(e)}})
+	r := s.st.record(e)
+	if e.state == Dead {
+		r.Reason = s.reasons[e.id]
+	}
+	s.ready.Replies = append(s.ready.Replies, Reply{To: to, Result: Result{Status: st, Record: r}})
 }

@@ -25,6 +25,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 //	config width=W maxinflight=N maxperstep=N
 //	NOW schedule NAME DELIVER_AT TARGET   (NAME names the message's id)
 //	NOW cancel NAME | NOW get NAME | NOW tick | NOW published NAME
+//	NOW dead NAME REASON...   the publisher dead-lettered it
 //	persist       the events handed out reach the journal: Step Persisted
 //	lose          they never do: Abandon, then a new slot recovers from
 //	              what was persisted (as the actor reloads)
@@ -175,6 +176,8 @@ func (sc *script) do(f []string) error {
 		in = Get{ID: sc.id(f[2]), To: "get " + f[2]}
 	case "published":
 		in = Published{ID: sc.id(f[2])}
+	case "dead":
+		in = Published{ID: sc.id(f[2]), Dead: true, Reason: strings.Join(f[3:], " ")}
 	case "tick":
 		in = Tick{}
 	default:
@@ -227,6 +230,9 @@ func (sc *script) printReply(r Reply) {
 		if rec.DoneAt != 0 {
 			fmt.Fprintf(&sc.out, " done=%d", rec.DoneAt)
 		}
+		if rec.Reason != "" {
+			fmt.Fprintf(&sc.out, " reason=%q", rec.Reason)
+		}
 	}
 	sc.out.WriteString("\n")
 }
@@ -245,6 +251,8 @@ func (sc *script) print(rd Ready) {
 			fmt.Fprintf(w, "  event scheduled %s at=%d target=%s\n", sc.name(ev.ID), ev.DeliverAt, ev.Target)
 		case journal.Closed:
 			fmt.Fprintf(w, "  event closed at=%d\n", ev.At)
+		case journal.Dead:
+			fmt.Fprintf(w, "  event dead %s at=%d reason=%q\n", sc.name(ev.ID), ev.At, ev.Body)
 		default:
 			fmt.Fprintf(w, "  event %s %s at=%d\n", ev.Kind, sc.name(ev.ID), ev.At)
 		}
