@@ -177,14 +177,14 @@ type latencyPublisher struct {
 	late   []float64 // ms
 }
 
-func (p *latencyPublisher) Publish(d slot.Delivery, done func()) {
+func (p *latencyPublisher) Publish(d slot.Delivery, done func(slot.Outcome)) {
 	if d.Target == p.target {
 		l := float64(time.Since(time.UnixMilli(d.DeliverAt)).Microseconds()) / 1000
 		p.mu.Lock()
 		p.late = append(p.late, l)
 		p.mu.Unlock()
 	}
-	done()
+	done(slot.Outcome{})
 }
 
 func (p *latencyPublisher) lateness() []float64 {

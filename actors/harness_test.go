@@ -195,11 +195,11 @@ type testPublisher struct {
 	mu        sync.Mutex
 	delivered []slot.Delivery
 	hold      map[string]bool
-	waiting   map[msgid.ID][]func()
+	waiting   map[msgid.ID][]func(slot.Outcome)
 	early     []string // deliveries handed out before their time
 }
 
-func (p *testPublisher) Publish(d slot.Delivery, done func()) {
+func (p *testPublisher) Publish(d slot.Delivery, done func(slot.Outcome)) {
 	now := clock.Millis(p.clk.Now())
 	p.mu.Lock()
 	if now < d.DeliverAt {
@@ -212,7 +212,7 @@ func (p *testPublisher) Publish(d slot.Delivery, done func()) {
 		return
 	}
 	p.mu.Unlock()
-	done()
+	done(slot.Outcome{})
 }
 
 func (p *testPublisher) holdTarget(target string) {
@@ -228,7 +228,7 @@ func (p *testPublisher) confirm(id msgid.ID) bool {
 	delete(p.waiting, id)
 	p.mu.Unlock()
 	for _, done := range dones {
-		done()
+		done(slot.Outcome{})
 	}
 	return len(dones) > 0
 }
@@ -309,7 +309,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	}
 	h.j = &testJournal{Memory: h.mem, loadFails: map[int64]int{}, loads: map[int64]int{}, failedLoads: map[int64]int{},
 		gates: map[int64]chan struct{}{}, waiting: map[int64]int{}}
-	h.pub = &testPublisher{clk: h.man, hold: map[string]bool{}, waiting: map[msgid.ID][]func(){}}
+	h.pub = &testPublisher{clk: h.man, hold: map[string]bool{}, waiting: map[msgid.ID][]func(slot.Outcome){}}
 	t.Cleanup(func() {
 		h.j.releaseAllLoads()
 		if h.s != nil {

@@ -31,9 +31,10 @@ const loadTimeout = 30 * time.Second
 // Publisher delivers due messages to their targets.
 type Publisher interface {
 	// Publish sends d, retrying until it is confirmed (PubAck'd for stream
-	// targets), then calls done exactly once. It must not block for long:
-	// slow targets queue inside the publisher, not in the actor.
-	Publish(d slot.Delivery, done func())
+	// targets) or dead-lettered, then calls done exactly once with how it
+	// ended. It must not block for long: slow targets queue inside the
+	// publisher, not in the actor.
+	Publish(d slot.Delivery, done func(slot.Outcome))
 }
 
 // Config tunes the scheduler.
@@ -236,6 +237,7 @@ type Stats struct {
 	Scheduled       int64 `json:"scheduled"`
 	Cancelled       int64 `json:"cancelled"`
 	Fired           int64 `json:"fired"`
+	Dead            int64 `json:"dead"` // dead-lettered
 	SlotLoads       int64 `json:"slot_loads"`
 	SlotsPurged     int64 `json:"slots_purged"`
 	AppendErrors    int64 `json:"append_errors"`
@@ -291,8 +293,8 @@ func (s *Scheduler) Stop(timeout time.Duration) error {
 }
 
 type stats struct {
-	resident, scheduled, cancelled, fired, loads, purged, appendErrors atomic.Int64
-	limitedPerStep, limitedInFlight, refills                           atomic.Int64
+	resident, scheduled, cancelled, fired, dead, loads, purged, appendErrors atomic.Int64
+	limitedPerStep, limitedInFlight, refills                                 atomic.Int64
 }
 
 func (st *stats) limit(l slot.Limit) {
@@ -312,13 +314,15 @@ func (st *stats) count(k journal.Kind) {
 		st.cancelled.Add(1)
 	case journal.Fired:
 		st.fired.Add(1)
+	case journal.Dead:
+		st.dead.Add(1)
 	}
 }
 
 func (st *stats) snapshot(active int) Stats {
 	return Stats{
 		ActiveSlots: active, ResidentEntries: st.resident.Load(),
-		Scheduled: st.scheduled.Load(), Cancelled: st.cancelled.Load(), Fired: st.fired.Load(),
+		Scheduled: st.scheduled.Load(), Cancelled: st.cancelled.Load(), Fired: st.fired.Load(), Dead: st.dead.Load(),
 		SlotLoads: st.loads.Load(), SlotsPurged: st.purged.Load(), AppendErrors: st.appendErrors.Load(),
 		Refills: st.refills.Load(),
 	}

@@ -47,14 +47,14 @@ type slotActor struct {
 	self  *actor.PID
 	core  *slot.Slot
 
-	appending   bool   // an append is in flight (the core hands out one at a time)
-	refillFails int    // failed refills in a row, for the back-off
-	appendFails int    // failed appends in a row, for the back-off
+	appending   bool // an append is in flight (the core hands out one at a time)
+	refillFails int  // failed refills in a row, for the back-off
+	appendFails int  // failed appends in a row, for the back-off
 	// suspended: an append failed and the slot waits out its back-off
 	// before reloading; commands meanwhile are answered Unavailable and
 	// confirmations dropped (the reload fires those messages again).
 	suspended bool
-	lastSeq     uint64 // sequence of the slot's last stored record
+	lastSeq   uint64 // sequence of the slot's last stored record
 
 	timer     clock.Timer
 	timerAt   int64
@@ -269,7 +269,7 @@ func (a *slotActor) refill() {
 func (a *slotActor) onAppended(m *appended) {
 	a.appending = false
 	if m.err != nil {
-			a.env.stats.appendErrors.Add(1)
+		a.env.stats.appendErrors.Add(1)
 		// Everything held was stepped on top of the failed events: none of
 		// it may be answered as done. Held deliveries are dropped; the
 		// reloaded slot fires them again from durable state.
@@ -300,8 +300,8 @@ func (a *slotActor) publish(ds []slot.Delivery) {
 	self, root := a.self, a.env.system.Root
 	for _, d := range ds {
 		id := d.ID
-		a.env.publisher.Publish(d, func() {
-			root.Send(self, &published{in: slot.Published{ID: id}})
+		a.env.publisher.Publish(d, func(o slot.Outcome) {
+			root.Send(self, &published{in: slot.Published{ID: id, Dead: o.Dead, Reason: o.Reason}})
 		})
 	}
 }

@@ -39,20 +39,24 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // Config tunes the publisher; zero fields take defaults.
 type Config struct {
-	MaxAckPending int           // stream publishes awaiting PubAck (default 4096)
+	MaxAckPending int // stream publishes awaiting PubAck (default 4096)
 	// MaxAckPendingPerTarget bounds those of one target (default a
 	// quarter of MaxAckPending), so a target that acks slowly or never
 	// leaves room for the others; its further deliveries wait, parked,
 	// without holding up anyone else's.
 	MaxAckPendingPerTarget int
-	AckTimeout    time.Duration // per publish (default 5s)
-	MinBackoff    time.Duration // first retry delay (default 10ms)
-	MaxBackoff    time.Duration // retry delay cap (default 5s)
+	AckTimeout             time.Duration // per publish (default 5s)
+	MinBackoff             time.Duration // first retry delay (default 10ms)
+	MaxBackoff             time.Duration // retry delay cap (default 5s)
 	// StreamRefresh is how often the streams' subjects are listed: a
 	// stream created later is noticed within it (default 1s). A listing
 	// older than StreamStale, because listing fails, is not trusted:
 	// every target counts as captured (default 10s).
 	StreamRefresh, StreamStale time.Duration
+	// Policy bounds the retries of a delivery before it is dead-lettered
+	// (dead.go); a delivery's Tock-Max-Attempts and Tock-Max-Age headers
+	// override it. Zero fields: no bound of that kind.
+	Policy Policy
 }
 
 func (c Config) withDefaults() Config {
@@ -82,8 +86,13 @@ func (c Config) withDefaults() Config {
 
 type job struct {
 	d       slot.Delivery
-	done    func()
-	attempt int
+	done    func(slot.Outcome)
+	attempt int       // failed attempts so far
+	first   time.Time // of the first attempt, for the policy's MaxAge
+	// dead, once set, is why the job is dead-lettered: it is then
+	// published to the dead-letter stream, retried until stored.
+	dead      string
+	deadTries int // failed publishes of the dead letter
 	// reserved: unpark counted this job as awaiting its PubAck before
 	// handing it back to the run loop.
 	reserved bool
@@ -193,8 +202,8 @@ func New(nc *nats.Conn, clk clock.Clock, cfg Config, log *slog.Logger) (*Publish
 }
 
 // Publish queues d; done runs once it is confirmed.
-func (p *Publisher) Publish(d slot.Delivery, done func()) {
-	p.enqueue(&job{d: d, done: done})
+func (p *Publisher) Publish(d slot.Delivery, done func(slot.Outcome)) {
+	p.enqueue(&job{d: d, done: done, first: p.clk.Now()})
 }
 
 func (p *Publisher) enqueue(j *job) {
@@ -258,18 +267,20 @@ func (p *Publisher) send(j *job) bool {
 		p.retry(j, errors.New("failpoint publishFail"))
 		failpoint.Return(true)
 	})
-	msg := p.message(j.d)
-	if !p.captured(j.d.Target) {
+	msg, key := p.message(j.d), j.d.Target
+	if j.dead != "" {
+		msg, key = p.deadMessage(j), DeadStream
+	} else if !p.captured(j.d.Target) {
 		p.unreserve(j) // the stream went away since it was parked
 		if err := p.nc.PublishMsg(msg); err != nil {
 			p.retry(j, err)
 			return true
 		}
-		j.done()
+		j.done(slot.Outcome{})
 		return true
 	}
 	p.mu.Lock()
-	switch t := j.d.Target; {
+	switch t := key; {
 	case j.reserved:
 		j.reserved = false // unpark counted it already
 	case p.awaiting >= p.cfg.MaxAckPending || p.perTarget[t] >= p.cfg.MaxAckPendingPerTarget || len(p.parked[t]) > 0:
@@ -401,7 +412,12 @@ func (p *Publisher) onAck(m *nats.Msg) {
 		p.retry(j, errors.New("failpoint publishAckLost"))
 		failpoint.Return()
 	})
-	j.done()
+	if j.dead != "" {
+		p.log.Warn("delivery dead-lettered", "id", j.d.ID.String(), "target", j.d.Target, "attempts", j.attempt, "reason", j.dead)
+		j.done(slot.Outcome{Dead: true, Reason: j.dead})
+		return
+	}
+	j.done(slot.Outcome{})
 }
 
 // errNoStream reports that no stream answered a publish to a captured target.
@@ -463,16 +479,36 @@ func (p *Publisher) retry(j *job, err error) {
 	if errors.Is(err, errNoStream) || errors.Is(err, nats.ErrNoResponders) {
 		p.relistSoon() // the stream went away: look again
 	}
-	d := p.cfg.MinBackoff << min(j.attempt, 20)
+	if j.dead == "" {
+		j.attempt++
+		if j.dead = p.giveUp(j, err); j.dead != "" {
+			p.enqueue(j) // to the dead-letter stream, at once
+			return
+		}
+	}
+	// A dead letter that cannot be stored is retried like a delivery,
+	// without end: it is never dropped.
+	tries := j.attempt
+	if j.dead != "" {
+		j.deadTries++
+		tries = j.deadTries
+	}
+	d := p.cfg.MinBackoff << min(tries-1, 20)
 	d = min(d, p.cfg.MaxBackoff)
-	j.attempt++
-	p.log.Warn("delivery failed; retrying", "id", j.d.ID.String(), "target", j.d.Target, "attempt", j.attempt, "in", d, "err", err)
+	level := slog.LevelDebug
+	if tries == 1 {
+		level = slog.LevelWarn // the first failure of each; the rest would flood
+	}
+	p.log.Log(p.ctx, level, "delivery failed; retrying", "id", j.d.ID.String(), "target", j.d.Target, "attempt", j.attempt, "in", d, "dead_letter", j.dead != "", "err", err)
 	p.clk.AfterFunc(d, func() { p.enqueue(j) })
 }
 
 func (p *Publisher) message(d slot.Delivery) *nats.Msg {
 	msg := nats.NewMsg(d.Target)
 	for k, vs := range d.Header {
+		if k == HeaderMaxAttempts || k == HeaderMaxAge {
+			continue // tock's, not the target's
+		}
 		msg.Header[k] = append([]string(nil), vs...)
 	}
 	id := d.ID.String()

@@ -61,21 +61,29 @@ func (e *env) stream(cfg jetstream.StreamConfig) jetstream.Stream {
 	return s
 }
 
-// confirmations counts done calls per id.
+// confirmations counts done calls per id, and keeps the last outcome.
 type confirmations struct {
-	mu   sync.Mutex
-	seen map[msgid.ID]int
+	mu       sync.Mutex
+	seen     map[msgid.ID]int
+	outcomes map[msgid.ID]slot.Outcome
 }
 
-func (c *confirmations) done(id msgid.ID) func() {
-	return func() {
+func (c *confirmations) done(id msgid.ID) func(slot.Outcome) {
+	return func(o slot.Outcome) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.seen == nil {
-			c.seen = map[msgid.ID]int{}
+			c.seen, c.outcomes = map[msgid.ID]int{}, map[msgid.ID]slot.Outcome{}
 		}
 		c.seen[id]++
+		c.outcomes[id] = o
 	}
+}
+
+func (c *confirmations) outcome(id msgid.ID) slot.Outcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.outcomes[id]
 }
 
 func (c *confirmations) wait(t *testing.T, n int) map[msgid.ID]int {
@@ -344,5 +352,129 @@ func TestSilentTargetDoesNotHoldUpOthers(t *testing.T) {
 	}
 	if i != n {
 		t.Fatalf("the healthy stream holds %d, want %d", i, n)
+	}
+}
+
+func (e *env) deadStream() jetstream.Stream {
+	e.t.Helper()
+	return e.stream(jetstream.StreamConfig{Name: DeadStream, Subjects: []string{DeadSubjects}})
+}
+
+// waitOutcome waits for id's confirmation and returns its outcome.
+func (c *confirmations) waitOutcome(t *testing.T, id msgid.ID) slot.Outcome {
+	t.Helper()
+	eventuallyTrue(t, "the confirmation of "+id.String(), func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.seen[id] > 0
+	})
+	return c.outcome(id)
+}
+
+func eventuallyTrue(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A target stream that refuses a message for good (over its maximum
+// message size) gets no more attempts: the message goes to the
+// dead-letter stream at once, with its body, its headers, the target, the
+// reason and the attempts, and is confirmed dead.
+func TestPermanentRefusalDeadLetters(t *testing.T) {
+	e := newEnv(t, Config{MinBackoff: 5 * time.Millisecond})
+	dlq := e.deadStream()
+	e.stream(jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small.>"}, MaxMsgSize: 16})
+	var c confirmations
+	d := delivery(1, "small.x")
+	d.Body = make([]byte, 100)
+	d.Header[HeaderMaxAttempts] = []string{"50"}
+	e.p.Publish(d, c.done(d.ID))
+	o := c.waitOutcome(t, d.ID)
+	if !o.Dead || !strings.Contains(o.Reason, "refused it for good after 1 attempts") || !strings.Contains(o.Reason, "message size exceeds maximum") {
+		t.Fatalf("outcome %+v, want dead for the size", o)
+	}
+	m, err := dlq.GetLastMsgForSubject(context.Background(), DeadSubject(d.ID.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := m.Header
+	if len(m.Data) != 100 || h.Get(HeaderTarget) != "small.x" || h.Get(HeaderDeadReason) != o.Reason || h.Get(HeaderAttempts) != "1" ||
+		h.Get(HeaderID) != d.ID.String() || h.Get("K") != "v" || h.Get(HeaderMaxAttempts) != "50" {
+		t.Fatalf("dead letter %d bytes, headers %v", len(m.Data), h)
+	}
+}
+
+// A transient refusal (a full stream) is retried under the policy: a
+// message's own Tock-Max-Attempts dead-letters it after that many, while
+// one under the default (no bound here) keeps trying and is delivered
+// once the stream has room. A delivered message never carries the policy
+// headers.
+func TestPolicyExhaustedDeadLetters(t *testing.T) {
+	e := newEnv(t, Config{MinBackoff: 5 * time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	dlq := e.deadStream()
+	full := e.stream(jetstream.StreamConfig{Name: "FULL", Subjects: []string{"full.>"}, MaxMsgs: 1, Discard: jetstream.DiscardNew})
+	if _, err := e.js.Publish(context.Background(), "full.filler", nil); err != nil {
+		t.Fatal(err)
+	}
+	var c confirmations
+	bounded, patient := delivery(1, "full.x"), delivery(2, "full.y")
+	bounded.Header[HeaderMaxAttempts] = []string{"3"}
+	patient.Header[HeaderMaxAge] = []string{"1h"}
+	e.p.Publish(bounded, c.done(bounded.ID))
+	e.p.Publish(patient, c.done(patient.ID))
+	o := c.waitOutcome(t, bounded.ID)
+	if !o.Dead || !strings.Contains(o.Reason, "3 attempts failed") {
+		t.Fatalf("outcome %+v, want dead after 3 attempts", o)
+	}
+	m, err := dlq.GetLastMsgForSubject(context.Background(), DeadSubject(bounded.ID.String()))
+	if err != nil || m.Header.Get(HeaderAttempts) != "3" {
+		t.Fatalf("dead letter %v, %v", m, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if c.outcome(patient.ID) != (slot.Outcome{}) || len(c.seen) != 1 {
+		t.Fatalf("the patient message settled early: %v", c.seen)
+	}
+	if err := full.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if o := c.waitOutcome(t, patient.ID); o.Dead {
+		t.Fatalf("patient message: %+v", o)
+	}
+	sm, err := full.GetLastMsgForSubject(context.Background(), "full.y")
+	if err != nil || sm.Header.Get(HeaderMaxAge) != "" || sm.Header.Get(HeaderID) != patient.ID.String() {
+		t.Fatalf("delivered %v (%v): want it without the policy header", sm, err)
+	}
+}
+
+// Without a dead-letter stream the dead letter is retried, never
+// dropped: it is stored, and confirmed, once the stream exists.
+func TestDeadLetterWaitsForItsStream(t *testing.T) {
+	e := newEnv(t, Config{MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, AckTimeout: time.Second})
+	e.stream(jetstream.StreamConfig{Name: "SEALED", Subjects: []string{"sealed.>"}})
+	if _, err := e.js.UpdateStream(context.Background(), jetstream.StreamConfig{Name: "SEALED", Subjects: []string{"sealed.>"}, Sealed: true}); err != nil {
+		t.Fatal(err)
+	}
+	var c confirmations
+	d := delivery(1, "sealed.x")
+	e.p.Publish(d, c.done(d.ID))
+	time.Sleep(200 * time.Millisecond)
+	c.mu.Lock()
+	n := len(c.seen)
+	c.mu.Unlock()
+	if n != 0 {
+		t.Fatal("confirmed without a dead-letter stream to hold it")
+	}
+	dlq := e.deadStream()
+	if o := c.waitOutcome(t, d.ID); !o.Dead || !strings.Contains(o.Reason, "sealed") {
+		t.Fatalf("outcome %+v", o)
+	}
+	if _, err := dlq.GetLastMsgForSubject(context.Background(), DeadSubject(d.ID.String())); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@
 //	schedule  tock.schedule.<target>  body = payload, Tock-Deliver-At or Tock-Delay
 //	cancel    tock.cancel.<id>
 //	get       tock.get.<id>
+//	redrive   tock.redrive.<id>       a dead letter again; Tock-Deliver-At or Tock-Delay optional
 //
 // Every request gets exactly one reply: a JSON document, or an error with
 // the JSON body {"error":{"code":N,"description":"…"}} and micro's
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tockd/tock/actors"
@@ -77,6 +79,7 @@ const (
 // Gateway is a running NATS door.
 type Gateway struct {
 	nc  *nats.Conn
+	js  jetstream.JetStream // reads the dead-letter stream for redrives
 	s   Scheduler
 	clk clock.Clock
 	cfg Config
@@ -163,8 +166,14 @@ func Start(nc *nats.Conn, s Scheduler, clk clock.Clock, cfg Config, log *slog.Lo
 			EndpointSchedule: {},
 			EndpointCancel:   {},
 			EndpointGet:      {},
+			EndpointRedrive:  {},
 		},
 	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g.js = js
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        ServiceName,
 		Version:     cfg.Version,
@@ -194,6 +203,7 @@ func Start(nc *nats.Conn, s Scheduler, clk clock.Clock, cfg Config, log *slog.Lo
 		{EndpointSchedule, SubjectSchedule, "schedule the request body for delivery to <target>; headers Tock-Deliver-At or Tock-Delay", g.schedule},
 		{EndpointCancel, SubjectCancel, "cancel the pending message <id>", g.cancel},
 		{EndpointGet, SubjectGet, "tell the state of message <id>", g.get},
+		{EndpointRedrive, SubjectRedrive, "schedule the dead letter <id> again, at once or at Tock-Deliver-At / Tock-Delay", g.redrive},
 	} {
 		err := svc.AddEndpoint(ep.name, g.handler(g.counters[ep.name], ep.do),
 			micro.WithEndpointSubject(ep.subject),

@@ -544,6 +544,7 @@ func TestDiscovery(t *testing.T) {
 		{"schedule", "tock.schedule.>", "q"},
 		{"cancel", "tock.cancel.*", "q"},
 		{"get", "tock.get.*", "q"},
+		{"redrive", "tock.redrive.*", "q"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("endpoints (-want +got):\n%s", diff)
@@ -572,6 +573,7 @@ func TestDiscovery(t *testing.T) {
 	e.request(t, "tock.schedule.a", nats.Header{HeaderDelay: {"1s"}}, nil) // ok later
 	e.request(t, PrefixCancel+msgid.New(1, 1).String(), nil, nil)          // 404 later
 	e.request(t, PrefixCancel+"x", nil, nil)                               // 404 in the handler
+	e.request(t, PrefixRedrive+"x", nil, nil)                              // 404 in the handler
 	m, err = e.nc.Request("$SRV.STATS.tock", nil, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -597,6 +599,7 @@ func TestDiscovery(t *testing.T) {
 		{"schedule", 2, EndpointData{Errors: map[string]int{"400": 1}}},
 		{"cancel", 2, EndpointData{Errors: map[string]int{"404": 2}}},
 		{"get", 1, EndpointData{Errors: map[string]int{"404": 1}}},
+		{"redrive", 1, EndpointData{Errors: map[string]int{"404": 1}}},
 	}
 	if diff := cmp.Diff(wantStats, gotStats); diff != "" {
 		t.Errorf("stats (-want +got):\n%s", diff)

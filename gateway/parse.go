@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tockd/tock/actors"
+	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/msgid"
 	"github.com/tockd/tock/subject"
@@ -224,6 +225,18 @@ func ParseScheduleTo(target string, h map[string][]string, body []byte, now time
 			}
 			continue
 		}
+		if strings.EqualFold(k, delivery.HeaderMaxAttempts) || strings.EqualFold(k, delivery.HeaderMaxAge) {
+			name, v, e := policyHeader(k, vs)
+			if e != nil {
+				return actors.ScheduleRequest{}, e
+			}
+			if travel == nil {
+				travel = make(journal.Header, len(h))
+			}
+			// Stored under tock's spelling: the publisher looks it up so.
+			travel[name] = []string{v}
+			continue
+		}
 		if e := CheckHeader(k, vs); e != nil {
 			return actors.ScheduleRequest{}, e
 		}
@@ -274,6 +287,36 @@ func ParseScheduleTo(target string, h map[string][]string, body []byte, now time
 	return actors.ScheduleRequest{Target: target, DeliverAt: deliverAt, Header: travel, Body: body}, nil
 }
 
+// Bounds of the per-message retry policy.
+const (
+	maxPolicyAttempts = 1_000_000
+	maxPolicyAge      = 365 * 24 * time.Hour
+)
+
+// policyHeader checks a Tock-Max-Attempts or Tock-Max-Age header: one
+// value, a whole number of attempts from 1, or a Go duration above zero,
+// both within bounds. It returns tock's spelling of the name.
+func policyHeader(k string, vs []string) (string, string, *Error) {
+	name := delivery.HeaderMaxAttempts
+	if strings.EqualFold(k, delivery.HeaderMaxAge) {
+		name = delivery.HeaderMaxAge
+	}
+	if len(vs) != 1 {
+		return "", "", errRepeated(name, len(vs))
+	}
+	v := vs[0]
+	if name == delivery.HeaderMaxAttempts {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > maxPolicyAttempts {
+			return "", "", badRequest("%s %s is not a whole number from 1 to %d", name, quote(v), maxPolicyAttempts)
+		}
+		return name, v, nil
+	}
+	if d, err := time.ParseDuration(v); err != nil || d <= 0 || d > maxPolicyAge {
+		return "", "", badRequest("%s %s is not a Go duration above 0 and at most %s", name, quote(v), humanDuration(maxPolicyAge))
+	}
+	return name, v, nil
+}
+
 // CheckHeader refuses a header a producer may not send along: one that
 // cannot be published again as is, or one whose meaning is NATS's or
 // tock's rather than the application's (reservedHeader).
@@ -313,7 +356,7 @@ func reservedHeader(k string) string {
 	case hasPrefixFold(k, "Tock-"):
 		// Tock-Id and Tock-Deliver-At are set by tock on delivery; other
 		// names are kept for tock's own control headers.
-		return "Tock-* headers other than " + HeaderDeliverAt + " and " + HeaderDelay + " are reserved by tock"
+		return "Tock-* headers other than " + HeaderDeliverAt + ", " + HeaderDelay + ", " + delivery.HeaderMaxAttempts + " and " + delivery.HeaderMaxAge + " are reserved by tock"
 	case strings.EqualFold(k, "Status"), strings.EqualFold(k, "Description"):
 		// nats.go reads a status line into these: a delivery with
 		// Status 100, 404, 408, 409 or 503 would look like a JetStream

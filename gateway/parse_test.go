@@ -586,7 +586,7 @@ func TestReservedHeaders(t *testing.T) {
 		"Nats-Service-Error-Code":     "Nats-* headers are reserved by NATS",
 		"Tock-Id":                     "Tock-* headers other than",
 		"tock-id":                     "Tock-* headers other than",
-		"Tock-Max-Attempts":           "Tock-* headers other than",
+		"Tock-Retries":                "Tock-* headers other than",
 		"Status":                      "status replies",
 		"status":                      "status replies",
 		"Description":                 "status replies",
@@ -633,5 +633,36 @@ func TestAllowTargets(t *testing.T) {
 		case code == CodeForbidden && e.Description != `target "`+target+`" is not allowed: this tock delivers only to orders.>,audit (--allow-targets)`:
 			t.Errorf("%s: description %q", target, e.Description)
 		}
+	}
+}
+
+// The retry policy headers: checked, stored under tock's spelling whatever
+// the producer's, and refused with a clear 400 when malformed.
+func TestPolicyHeaders(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	req, e := ParseSchedule("tock.schedule.a", nats.Header{HeaderDelay: {"1s"}, "tock-max-attempts": {"5"}, "TOCK-MAX-AGE": {"90m"}}, nil, now, testCfg)
+	if e != nil {
+		t.Fatal(e)
+	}
+	if diff := cmp.Diff(journal.Header{"Tock-Max-Attempts": {"5"}, "Tock-Max-Age": {"90m"}}, req.Header); diff != "" {
+		t.Errorf("stored headers (-want +got):\n%s", diff)
+	}
+	for h, want := range map[string]string{
+		"Tock-Max-Attempts: 0":    `Tock-Max-Attempts "0" is not a whole number from 1 to 1000000`,
+		"Tock-Max-Attempts: -3":   `Tock-Max-Attempts "-3" is not a whole number`,
+		"Tock-Max-Attempts: many": `Tock-Max-Attempts "many" is not a whole number`,
+		"Tock-Max-Age: 0s":        `Tock-Max-Age "0s" is not a Go duration above 0 and at most 365d`,
+		"Tock-Max-Age: 400d":      `Tock-Max-Age "400d" is not a Go duration`,
+		"Tock-Max-Age: 9000h":     `Tock-Max-Age "9000h" is not a Go duration above 0 and at most 365d`,
+	} {
+		k, v, _ := strings.Cut(h, ": ")
+		_, e := ParseSchedule("tock.schedule.a", nats.Header{HeaderDelay: {"1s"}, k: {v}}, nil, now, testCfg)
+		if e == nil || e.Code != CodeBadRequest || !strings.HasPrefix(e.Description, want) {
+			t.Errorf("%s: got %v, want 400 %q", h, e, want)
+		}
+	}
+	_, e = ParseSchedule("tock.schedule.a", nats.Header{HeaderDelay: {"1s"}, "Tock-Max-Attempts": {"1", "2"}}, nil, now, testCfg)
+	if e == nil || !strings.Contains(e.Description, "set 2 times") {
+		t.Errorf("a repeated policy header: %v", e)
 	}
 }

@@ -26,7 +26,8 @@ type CancelResponse struct {
 }
 
 // GetResponse is the JSON reply to a get. DeliveredAt is set only when
-// State is "delivered", CancelledAt only when it is "cancelled":
+// State is "delivered", CancelledAt only when it is "cancelled", DeadAt
+// and DeadReason only when it is "dead" (dead-lettered; see Redrive):
 //
 //	{"id":"…","target":"…","deliver_at":"…","state":"delivered","delivered_at":"…"}
 type GetResponse struct {
@@ -36,6 +37,8 @@ type GetResponse struct {
 	State       string `json:"state"`
 	DeliveredAt string `json:"delivered_at,omitempty"`
 	CancelledAt string `json:"cancelled_at,omitempty"`
+	DeadAt      string `json:"dead_at,omitempty"`
+	DeadReason  string `json:"dead_reason,omitempty"`
 }
 
 // ScheduleReply turns the scheduler's answer to a schedule into the reply.
@@ -85,6 +88,8 @@ func GetReply(id msgid.ID, res slot.Result) (GetResponse, *Error) {
 			g.DeliveredAt = FormatMillis(r.DoneAt)
 		case slot.Cancelled:
 			g.CancelledAt = FormatMillis(r.DoneAt)
+		case slot.Dead:
+			g.DeadAt, g.DeadReason = FormatMillis(r.DoneAt), r.Reason
 		}
 		return g, nil
 	case slot.NotFound:
@@ -95,7 +100,7 @@ func GetReply(id msgid.ID, res slot.Result) (GetResponse, *Error) {
 	return GetResponse{}, unexpected("get", res.Status)
 }
 
-func validState(s slot.State) bool { return s >= slot.Pending && s <= slot.Cancelled }
+func validState(s slot.State) bool { return s >= slot.Pending && s <= slot.Dead }
 
 func unexpected(op string, s slot.Status) *Error {
 	return Internal("scheduler answered %s with unexpected status %d", op, s)

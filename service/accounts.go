@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/subject"
 )
 
@@ -46,7 +47,9 @@ var ErrInsecureListen = errors.New("refusing to accept unauthenticated clients o
 // answers. The rest of the account is the deployment's own.
 var (
 	denySubscribe = []string{"tock.>", inboxPrefix + ".>", "$SRV.*.tock", "$SRV.*.tock.>"}
-	denyPublish   = []string{inboxPrefix + ".>"}
+	// Dead letters come from tock alone: a forged one could be redriven
+	// to a target its writer may not schedule to.
+	denyPublish = []string{inboxPrefix + ".>", delivery.DeadSubjects}
 )
 
 // identity is an nkey user of the embedded server.

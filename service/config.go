@@ -46,6 +46,14 @@ type Config struct {
 	// once (gateway.Config). Zero: the default; negative: no bound.
 	MaxInFlight      int
 	MaxInFlightBytes int
+	// DeliveryMaxAttempts and DeliveryMaxAge bound the retries of a
+	// delivery before it is dead-lettered (a message's Tock-Max-Attempts
+	// and Tock-Max-Age override them). Zero: the default; negative: no
+	// bound.
+	DeliveryMaxAttempts int
+	DeliveryMaxAge      time.Duration
+	// DeadRetention is how long the dead-letter stream keeps a dead letter.
+	DeadRetention time.Duration
 	// AllowTargets limits the targets producers may schedule to; the zero
 	// value allows every subject a producer may schedule to at all.
 	AllowTargets subject.Allow
@@ -79,6 +87,10 @@ const (
 	// DefaultMaxInFlight is 16 clients with the bench's 4,096 requests in
 	// flight each; DefaultMaxInFlightBytes keeps what requests hold far
 	// below what a 512 KiB payload times that count would be.
+	// DefaultDeliveryMaxAge keeps an order-close timer trying through a
+	// day of trouble at its target; attempts are not bounded by default.
+	DefaultDeliveryMaxAge   = 24 * time.Hour
+	DefaultDeadRetention    = 72 * time.Hour
 	DefaultMaxInFlight      = 65536
 	DefaultMaxInFlightBytes = 256 << 20
 	DefaultRetention        = 72 * time.Hour
@@ -107,6 +119,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxInFlightBytes == 0 {
 		c.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
+	if c.DeliveryMaxAge == 0 {
+		c.DeliveryMaxAge = DefaultDeliveryMaxAge
+	}
+	if c.DeadRetention <= 0 {
+		c.DeadRetention = DefaultDeadRetention
 	}
 	if c.Retention <= 0 {
 		c.Retention = DefaultRetention

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/clock"
@@ -130,7 +131,12 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	clk := clock.Real{}
-	s.publisher, err = delivery.New(s.appNC, clk, delivery.Config{}, s.log.With("part", "delivery"))
+	if err := ensureDeadStream(ctx, s.appNC, cfg.DeadRetention); err != nil {
+		return nil, err
+	}
+	s.publisher, err = delivery.New(s.appNC, clk, delivery.Config{
+		Policy: delivery.Policy{MaxAttempts: max(cfg.DeliveryMaxAttempts, 0), MaxAge: max(cfg.DeliveryMaxAge, 0)},
+	}, s.log.With("part", "delivery"))
 	if err != nil {
 		return nil, fmt.Errorf("start publisher: %w", err)
 	}
@@ -302,3 +308,26 @@ func (l natsLogger) Fatalf(format string, v ...any) {
 func (l natsLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+
+// ensureDeadStream creates or updates the dead-letter stream in the
+// application account: users read and consume it there; tock alone
+// writes it (denyPublish) and redrives from it.
+func ensureDeadStream(ctx context.Context, nc *nats.Conn, retention time.Duration) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("dead-letter stream: %w", err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        delivery.DeadStream,
+		Description: "tock's dead letters: messages their target refused for good, or whose retries ran out",
+		Subjects:    []string{delivery.DeadSubjects},
+		Storage:     jetstream.FileStorage,
+		MaxAge:      retention,
+		// A dead letter written again after a crash is the same message.
+		Duplicates: min(2*time.Minute, retention),
+	})
+	if err != nil {
+		return fmt.Errorf("create the dead-letter stream %s: %w", delivery.DeadStream, err)
+	}
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -518,5 +519,92 @@ func TestSyncAlwaysReachesTheServer(t *testing.T) {
 			t.Errorf("SyncAlways %v: server has sync_always %v", always, got)
 		}
 		h.down()
+	}
+}
+
+// TestDeadLetterAndRedrive: a target stream that refuses a message for
+// good (over its maximum size) gets it dead-lettered at once: get says
+// dead with the reason, the dead letter is in TOCK_DLQ with the message,
+// and a client cannot forge one. Once the stream is fixed, a redrive
+// schedules it again, it is delivered with its headers, and the dead
+// letter is gone.
+func TestDeadLetterAndRedrive(t *testing.T) {
+	h := start(t, Config{})
+	ctx := context.Background()
+	cfg := jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small.>"}, MaxMsgSize: 64}
+	s, err := h.js.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Repeat("x", 200)
+	hdr := delay(0)
+	hdr.Set("Order", "42")
+	r := h.schedule("small.close", hdr, body)
+	g := waitState(t, h, r.ID, "dead")
+	var full struct {
+		DeadAt     string `json:"dead_at"`
+		DeadReason string `json:"dead_reason"`
+	}
+	res, err := h.nc.Request("tock.get."+r.ID, nil, 5*time.Second)
+	if err != nil || json.Unmarshal(res.Data, &full) != nil {
+		t.Fatalf("get: %v %q", err, res.Data)
+	}
+	if !strings.Contains(full.DeadReason, "message size exceeds maximum") || full.DeadAt == "" {
+		t.Fatalf("get of the dead message: %+v %s", g, res.Data)
+	}
+	// The journal keeps the verdict and its reason across a restart.
+	h.restart()
+	res, err = h.nc.Request("tock.get."+r.ID, nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(res.Data), `"state":"dead"`) || !strings.Contains(string(res.Data), full.DeadReason) {
+		t.Fatalf("get after a restart: %v %s", err, res.Data)
+	}
+	dlq, err := h.js.Stream(ctx, "TOCK_DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := dlq.GetLastMsgForSubject(ctx, "tock.dead."+r.ID)
+	if err != nil || string(m.Data) != body || m.Header.Get("Order") != "42" || m.Header.Get("Tock-Target") != "small.close" {
+		t.Fatalf("dead letter %v (%v)", m, err)
+	}
+	// Clients may read dead letters but not write them.
+	var perr permissionErrors
+	forger, err := nats.Connect(h.svc.ClientURL(), nats.ErrorHandler(perr.handler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forger.Close()
+	if err := forger.Publish("tock.dead.x", []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	perr.waitFor(t, `Permissions Violation for Publish to "tock.dead.x"`)
+
+	// Fix the stream, redrive: a new message, delivered, the dead letter gone.
+	cfg.MaxMsgSize = 0
+	if _, err := h.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var rr struct {
+		ID           string `json:"id"`
+		Target       string `json:"target"`
+		RedrivenFrom string `json:"redriven_from"`
+	}
+	res, err = h.nc.Request("tock.redrive."+r.ID, nil, 5*time.Second)
+	if err != nil || json.Unmarshal(res.Data, &rr) != nil || rr.ID == "" || rr.ID == r.ID || rr.RedrivenFrom != r.ID || rr.Target != "small.close" {
+		t.Fatalf("redrive: %v %q", err, res.Data)
+	}
+	waitState(t, h, rr.ID, "delivered")
+	if s, err = h.js.Stream(ctx, "SMALL"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetLastMsgForSubject(ctx, "small.close")
+	if err != nil || string(got.Data) != body || got.Header.Get("Order") != "42" || got.Header.Get("Tock-Id") != rr.ID {
+		t.Fatalf("redriven delivery %v (%v)", got, err)
+	}
+	if _, err := dlq.GetLastMsgForSubject(ctx, "tock.dead."+r.ID); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("the dead letter is still there after the redrive: %v", err)
+	}
+	res, err = h.nc.Request("tock.redrive."+r.ID, nil, 5*time.Second)
+	if err != nil || res.Header.Get("Nats-Service-Error-Code") != "404" {
+		t.Fatalf("a second redrive: %v %v %q", err, res.Header, res.Data)
 	}
 }

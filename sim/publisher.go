@@ -14,7 +14,7 @@ type publisher struct {
 	s *simulator
 }
 
-func (p *publisher) Publish(d slot.Delivery, done func()) {
+func (p *publisher) Publish(d slot.Delivery, done func(slot.Outcome)) {
 	p.s.guard(func() {
 		p.s.handedOut(d)
 		h := handOut{inc: p.s.cur, d: d, done: done, at: p.s.trace.n}
@@ -28,7 +28,7 @@ func (p *publisher) Publish(d slot.Delivery, done func()) {
 type handOut struct {
 	inc  *incarnation
 	d    slot.Delivery
-	done func()
+	done func(slot.Outcome)
 	at   uint64
 }
 
@@ -43,12 +43,16 @@ func (p *publisher) attempt(h handOut, backoff time.Duration) {
 	case faultPublishSlow:
 		s.delivered(h, false)
 		delay := time.Duration(1+s.frng.IntN(2000)) * time.Millisecond
-		s.at(h.inc, delay, h.done)
+		s.at(h.inc, delay, h.published)
 	default:
 		s.delivered(h, false)
-		s.queue.push(task{inc: h.inc, fn: h.done})
+		s.queue.push(task{inc: h.inc, fn: h.published})
 	}
 }
+
+// published confirms h as published (the simulated target never
+// dead-letters).
+func (h handOut) published() { h.done(slot.Outcome{}) }
 
 func (p *publisher) retryLater(h handOut, backoff time.Duration) {
 	next := min(2*backoff, 5*time.Second)

@@ -123,9 +123,9 @@ func TestCheckerBitesEarly(t *testing.T) {
 // time, so a rerun drops the same) without publishing them.
 type droppingPublisher struct{ actors.Publisher }
 
-func (p droppingPublisher) Publish(d slot.Delivery, done func()) {
+func (p droppingPublisher) Publish(d slot.Delivery, done func(slot.Outcome)) {
 	if d.DeliverAt%7 == 0 {
-		done()
+		done(slot.Outcome{})
 		return
 	}
 	p.Publisher.Publish(d, done)

@@ -24,6 +24,7 @@ const (
 	scheduleSubject = "tock.schedule." // + target
 	cancelSubject   = "tock.cancel."   // + id
 	getSubject      = "tock.get."      // + id
+	redriveSubject  = "tock.redrive."  // + id
 
 	hdrDeliverAt = "Tock-Deliver-At"
 	hdrDelay     = "Tock-Delay"
@@ -303,6 +304,64 @@ func parseID(name, prefix string, args []string) (*clientOpts, *nats.Msg, error)
 		return nil, nil, &usageError{err.Error()}
 	}
 	return o, nats.NewMsg(prefix + pos[0]), nil
+}
+
+// ---- redrive
+
+type redriveOpts struct {
+	clientOpts
+	at, in string
+}
+
+func redriveFlags(o *redriveOpts) *flag.FlagSet {
+	fs := flag.NewFlagSet("redrive", flag.ContinueOnError)
+	fs.StringVar(&o.at, "at", "", "deliver at this `time` instead of at once: RFC 3339 or Unix milliseconds")
+	fs.StringVar(&o.in, "in", "", "deliver after this `duration` instead of at once: 90s, 15m, 36h, 7d")
+	addClientFlags(fs, &o.clientOpts)
+	return fs
+}
+
+// parseRedrive parses "tock redrive [flags] ID".
+func parseRedrive(args []string) (*redriveOpts, *nats.Msg, error) {
+	o := new(redriveOpts)
+	pos, err := parseArgs(redriveFlags(o), args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(pos) != 1 {
+		return nil, nil, usagef("want exactly one ID, got %d arguments", len(pos))
+	}
+	if _, err := msgid.Parse(pos[0]); err != nil {
+		return nil, nil, &usageError{err.Error()}
+	}
+	if o.at != "" && o.in != "" {
+		return nil, nil, usagef("give at most one of --at and --in")
+	}
+	m := nats.NewMsg(redriveSubject + pos[0])
+	switch {
+	case o.at != "":
+		at := strings.TrimSpace(o.at)
+		if err := checkDeliverAt(at); err != nil {
+			return nil, nil, &usageError{err.Error()}
+		}
+		m.Header.Set(hdrDeliverAt, at)
+	case o.in != "":
+		d, err := parseDuration(o.in)
+		if err != nil || d < 0 {
+			return nil, nil, usagef("--in %q: want a duration that is not negative", o.in)
+		}
+		m.Header.Set(hdrDelay, d.String())
+	}
+	return o, m, nil
+}
+
+func runRedrive(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	c := lookup("redrive")
+	o, m, err := parseRedrive(args)
+	if err != nil {
+		return failUsage(c, err, stdout, stderr)
+	}
+	return o.request(ctx, c, m, stdout, stderr)
 }
 
 func runCancel(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {

@@ -54,9 +54,11 @@ func tockPermissions(targets ...string) *server.Permissions {
 			// Refused journal records are copied here (docs/SECURITY.md).
 			"$JS.API.STREAM.*.TOCK_QUARANTINE",
 			"tock.quarantine.>",
+			// Dead letters: written by deliveries, read and deleted by redrives.
+			"$JS.API.STREAM.*.TOCK_DLQ", "$JS.API.STREAM.MSG.*.TOCK_DLQ", "$JS.API.DIRECT.GET.TOCK_DLQ.>", "tock.dead.>",
 		}, targets...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
-			"_INBOX.>", "tock.schedule.>", "tock.cancel.*", "tock.get.*", "tock.status", "$SRV.>",
+			"_INBOX.>", "tock.schedule.>", "tock.cancel.*", "tock.get.*", "tock.redrive.*", "tock.status", "$SRV.>",
 			"$JS.EVENT.ADVISORY.STREAM.CREATED.*", "$JS.EVENT.ADVISORY.STREAM.UPDATED.*", "$JS.EVENT.ADVISORY.STREAM.DELETED.*",
 		}},
 		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},

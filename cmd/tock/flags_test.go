@@ -209,6 +209,7 @@ func TestParseServe(t *testing.T) {
 		Horizon:     service.DefaultHorizon,
 		SlotMemory:  service.DefaultSlotMemory,
 		MaxInFlight: service.DefaultMaxInFlight, MaxInFlightBytes: service.DefaultMaxInFlightBytes,
+		DeliveryMaxAttempts: -1, DeliveryMaxAge: service.DefaultDeliveryMaxAge, DeadRetention: service.DefaultDeadRetention,
 	}
 	if diff := cmp.Diff(want, o.cfg, allowByText); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -228,6 +229,7 @@ func TestParseServe(t *testing.T) {
 		"--log-level", "debug", "--log-format", "json", "--pprof", "127.0.0.1:6060", "--shutdown-timeout", "3s",
 		"--sync", "always", "--gc-percent", "150", "--memory-limit", "768MiB", "--slot-memory", "64MiB",
 		"--allow-targets", "orders.>, audit.*", "--max-inflight", "100", "--max-inflight-bytes", "0",
+		"--delivery-max-attempts", "5", "--delivery-max-age", "0", "--dlq-retention", "7d",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -236,6 +238,7 @@ func TestParseServe(t *testing.T) {
 		DataDir: "/var/lib/tock", Listen: "0.0.0.0:-1", MaxDelay: 30 * 24 * time.Hour, MaxPayload: 1 << 20,
 		Retention: 36 * time.Hour, SlotWidth: 30 * time.Second, Horizon: 2 * time.Second, SyncAlways: true,
 		SlotMemory: 64 << 20, AllowTargets: mustAllow(t, "orders.>,audit.*"), MaxInFlight: 100, MaxInFlightBytes: -1,
+		DeliveryMaxAttempts: 5, DeliveryMaxAge: -1, DeadRetention: 7 * 24 * time.Hour,
 	}
 	if diff := cmp.Diff(want, o.cfg, allowByText); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
@@ -311,6 +314,8 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--nats-listen", "4222"}, "want host:port"},
 		{[]string{"--data", ""}, "--data must not be empty"},
 		{[]string{"--max-inflight", "-1"}, "must not be negative"},
+		{[]string{"--delivery-max-attempts", "-2"}, "must not be negative"},
+		{[]string{"--dlq-retention", "0"}, "--dlq-retention must be positive"},
 		{[]string{"--allow-targets", "orders..x"}, `allowed target pattern "orders..x": empty token`},
 		{[]string{"--allow-targets", "tock.>"}, "tock's own subjects"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
@@ -336,5 +341,26 @@ func TestParseServeSlotMemoryUnbounded(t *testing.T) {
 	}
 	if o.cfg.SlotMemory >= 0 {
 		t.Errorf("--slot-memory 0 gave %d, want a negative (no bound)", o.cfg.SlotMemory)
+	}
+}
+
+func TestParseRedrive(t *testing.T) {
+	id := "000038hodbej06h3gqmp8s0001nv1vtg60sh94o"
+	_, m, err := parseRedrive([]string{id})
+	if err != nil || m.Subject != "tock.redrive."+id || len(m.Header) != 0 {
+		t.Fatalf("plain: %v %v", m, err)
+	}
+	_, m, err = parseRedrive([]string{"--in", "2d", id})
+	if err != nil || m.Header.Get("Tock-Delay") != "48h0m0s" {
+		t.Fatalf("--in: %v %v", m, err)
+	}
+	_, m, err = parseRedrive([]string{id, "--at", "2030-01-02T15:04:05Z"})
+	if err != nil || m.Header.Get("Tock-Deliver-At") != "2030-01-02T15:04:05Z" {
+		t.Fatalf("--at: %v %v", m, err)
+	}
+	for _, args := range [][]string{{}, {id, id}, {"nope"}, {"--at", "x", id}, {"--in", "-1s", id}, {"--at", "1", "--in", "1s", id}} {
+		if _, _, err := parseRedrive(args); err == nil {
+			t.Errorf("%q accepted", args)
+		}
 	}
 }

@@ -96,9 +96,19 @@ func commands() []*command {
 			name:     "get",
 			synopsis: "[flags] ID",
 			summary:  "show a message's state",
-			detail:   "Prints the reply {id, target, deliver_at, state, delivered_at?, cancelled_at?}.\n" + connHelp,
+			detail:   "Prints the reply {id, target, deliver_at, state, delivered_at?, cancelled_at?, dead_at?, dead_reason?}.\n" + connHelp,
 			flags:    func() *flag.FlagSet { return idFlags("get", new(clientOpts)) },
 			run:      runGet,
+		},
+		{
+			name:     "redrive",
+			synopsis: "[flags] ID",
+			summary:  "schedule a dead-lettered message again",
+			detail: "Reads the dead letter of ID from TOCK_DLQ, schedules it again to its target with its\n" +
+				"body and headers (at once, or at --at / --in), and deletes the dead letter.\n" +
+				"Prints the reply {id, target, deliver_at, redriven_from}; id is the new message's.\n" + connHelp,
+			flags: func() *flag.FlagSet { return redriveFlags(new(redriveOpts)) },
+			run:   runRedrive,
 		},
 		{
 			name:     "status",

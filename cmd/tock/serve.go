@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tockd/tock/bench"
+	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/internal/natsurl"
 	"github.com/tockd/tock/service"
 	"github.com/tockd/tock/subject"
@@ -69,6 +70,9 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 		return err
 	})
 	fs.Var(newBytesValue(&c.MaxPayload, service.DefaultMaxPayload), "max-payload", "refuse messages whose body plus headers exceed this `size`")
+	fs.IntVar(&c.DeliveryMaxAttempts, "delivery-max-attempts", 0, "dead-letter a delivery after this `number` of failed attempts (0: no bound; a message's Tock-Max-Attempts wins)")
+	fs.Var(newDurationValue(&c.DeliveryMaxAge, service.DefaultDeliveryMaxAge), "delivery-max-age", "dead-letter a delivery still failing after this `duration` (0: no bound; a message's Tock-Max-Age wins)")
+	fs.Var(newDurationValue(&c.DeadRetention, service.DefaultDeadRetention), "dlq-retention", "keep dead letters in "+delivery.DeadStream+" for this `duration`")
 	fs.IntVar(&c.MaxInFlight, "max-inflight", service.DefaultMaxInFlight, "answer 503 beyond this `number` of requests held unanswered (0: no bound)")
 	fs.Var(newBytesValue(&c.MaxInFlightBytes, service.DefaultMaxInFlightBytes), "max-inflight-bytes", "answer 503 beyond this `size` of request bodies held unanswered (0: no bound)")
 	fs.Var(newDurationValue(&c.Retention, service.DefaultRetention), "retention", "keep delivered and cancelled messages queryable for this `duration`")
@@ -112,6 +116,18 @@ func parseServe(args []string) (*serveOpts, error) {
 	}
 	if c.MaxPayload <= 0 {
 		return nil, usagef("--max-payload must be positive")
+	}
+	if c.DeliveryMaxAttempts < 0 || c.DeliveryMaxAge < 0 {
+		return nil, usagef("--delivery-max-attempts and --delivery-max-age must not be negative")
+	}
+	if c.DeadRetention <= 0 {
+		return nil, usagef("--dlq-retention must be positive")
+	}
+	if c.DeliveryMaxAttempts == 0 {
+		c.DeliveryMaxAttempts = -1 // no bound (the service's zero means its default)
+	}
+	if c.DeliveryMaxAge == 0 {
+		c.DeliveryMaxAge = -1
 	}
 	if c.MaxInFlight < 0 || c.MaxInFlightBytes < 0 {
 		return nil, usagef("--max-inflight and --max-inflight-bytes must not be negative")
