@@ -87,6 +87,24 @@ func TestClientsCannotSeeOrChangeTheJournalStream(t *testing.T) {
 	if _, err := h.js.UpdateStream(ctx, jetstream.StreamConfig{Name: natsjournal.DefaultStream, Subjects: []string{"tock.journal.>"}, MaxAge: time.Minute}); err == nil {
 		t.Fatal("a client edited the journal stream")
 	}
+	if _, err := h.js.CreateOrUpdateConsumer(ctx, natsjournal.DefaultStream, jetstream.ConsumerConfig{Durable: "spy"}); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("a consumer on the journal from a client: %v, want stream not found", err)
+	}
+	// The raw APIs too: purge, message get and direct get answer as for
+	// a stream that does not exist.
+	for api, body := range map[string]string{
+		"$JS.API.STREAM.PURGE.":    `{}`,
+		"$JS.API.STREAM.MSG.GET.":  `{"seq":1}`,
+		"$JS.API.CONSUMER.CREATE.": `{"stream_name":"TOCK_JOURNAL","config":{"ack_policy":"none"}}`,
+	} {
+		res, err := h.nc.Request(api+natsjournal.DefaultStream, []byte(body), 5*time.Second)
+		if err != nil || !strings.Contains(string(res.Data), "stream not found") {
+			t.Fatalf("%s%s from a client: %v %s", api, natsjournal.DefaultStream, err, res.Data)
+		}
+	}
+	if res, err := h.nc.Request("$JS.API.DIRECT.GET."+natsjournal.DefaultStream, []byte(`{"seq":1}`), time.Second); err == nil && res.Header.Get("Status") != "404" && res.Header.Get("Status") != "503" {
+		t.Fatalf("direct get of the journal from a client answered %v %q", res.Header, res.Data)
+	}
 	for name := range h.js.StreamNames(ctx).Name() {
 		if name == natsjournal.DefaultStream {
 			t.Fatal("a client lists the journal stream")
