@@ -898,3 +898,53 @@ func TestE2EServeSubprocess(t *testing.T) {
 	}
 	stop(s)
 }
+
+// TestE2EDeadLetters: as a user would, with the CLI only: a message its
+// target stream can never take shows as dead, `tock dead` lists it with
+// its reason, and after the stream is fixed `tock redrive` delivers it.
+func TestE2EDeadLetters(t *testing.T) {
+	k := startTock(t, service.Config{})
+	nc, err := nats.Connect(k.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	cfg := jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, MaxMsgSize: 32}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r := k.schedule("", "--to", "orders.close", "--in", "0s", "-H", "Order:42", strings.Repeat("x", 100))
+	deadline := time.Now().Add(e2eWait)
+	for {
+		res := k.tock("", "get", r.ID)
+		if strings.Contains(res.stdout, `"state":"dead"`) {
+			if !strings.Contains(res.stdout, `"dead_reason":"the target refused it for good`) {
+				t.Fatalf("get: %s", res.stdout)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not dead: %v", res)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res := k.tock("", "dead")
+	var line deadLine
+	if res.code != 0 || strings.Count(res.stdout, "\n") != 1 || json.Unmarshal([]byte(res.stdout), &line) != nil {
+		t.Fatalf("tock dead: %v", res)
+	}
+	if line.ID != r.ID || line.Target != "orders.close" || line.Attempts != 1 || line.Bytes != 100 || !strings.Contains(line.Reason, "message size exceeds maximum") {
+		t.Fatalf("tock dead listed %+v", line)
+	}
+	cfg.MaxMsgSize = 0
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	red := decodeReply(t, k.tock("", "redrive", r.ID), "id", "target", "deliver_at", "redriven_from")
+	k.waitState(red.ID, "delivered")
+	if res := k.tock("", "dead"); res.code != 0 || res.stdout != "" {
+		t.Fatalf("tock dead after the redrive: %v", res)
+	}
+}

@@ -101,6 +101,16 @@ func commands() []*command {
 			run:      runGet,
 		},
 		{
+			name:     "dead",
+			synopsis: "[flags]",
+			summary:  "list dead-lettered messages",
+			detail: "Prints one JSON line per dead letter in TOCK_DLQ, oldest first:\n" +
+				"{id, target, dead_at, reason, attempts, bytes}. Nothing is removed; `tock redrive ID`\n" +
+				"schedules one again. Any JetStream client reads the stream too (nats stream view TOCK_DLQ).\n" + connHelp,
+			flags: func() *flag.FlagSet { return deadFlags(new(deadOpts)) },
+			run:   runDead,
+		},
+		{
 			name:     "redrive",
 			synopsis: "[flags] ID",
 			summary:  "schedule a dead-lettered message again",
