@@ -49,10 +49,14 @@ func listCaptures(ctx context.Context, js jetstream.JetStream) ([]string, error)
 }
 
 // streamAdvisories are the JetStream advisories after which the listing
-// is redone at once: a stream created just before a delivery to it is
-// then waited for (the polling alone would leave up to StreamRefresh in
-// which a full or refusing new stream gets core publishes, which are not
-// confirmed).
+// is forgotten and redone at once (onStreamChange). Until the new listing
+// lands every target counts as captured, so a stream created just before
+// a delivery to it is waited for even when the delivery comes first: the
+// server sends the advisory as it creates the stream, before the client
+// that created it can schedule anything. Polling alone left up to
+// StreamRefresh in which a full or refusing new stream got core
+// publishes, which are not confirmed, so a refused message counted as
+// delivered.
 var streamAdvisories = []string{
 	"$JS.EVENT.ADVISORY.STREAM.CREATED.*",
 	"$JS.EVENT.ADVISORY.STREAM.UPDATED.*",
@@ -80,6 +84,7 @@ func (p *Publisher) refreshCaptures() {
 func (p *Publisher) listCaptures() {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.AckTimeout)
 	defer cancel()
+	changes := p.changes.Load()
 	subjects, err := listCaptures(ctx, p.js)
 	if err != nil {
 		// Keep the last listing: it goes stale by itself (captures).
@@ -94,7 +99,22 @@ func (p *Publisher) listCaptures() {
 		p.log.Info("listing JetStream streams works again")
 	}
 	p.listFailing = false
+	p.capMu.Lock()
+	defer p.capMu.Unlock()
+	if p.changes.Load() != changes {
+		return // a stream changed while listing: the relist it asked for decides
+	}
 	p.captures.Store(&captureSet{subjects: subjects, listed: p.clk.Now()})
+}
+
+// onStreamChange forgets the listing (every target counts as captured
+// until the next one) and asks for a new one.
+func (p *Publisher) onStreamChange() {
+	p.capMu.Lock()
+	p.changes.Add(1)
+	p.captures.Store(nil)
+	p.capMu.Unlock()
+	p.relistSoon()
 }
 
 // relistSoon asks refreshCaptures for a new listing.

@@ -125,7 +125,11 @@ type Publisher struct {
 	sub   *nats.Subscription
 
 	captures atomic.Pointer[captureSet]
-	relist   chan struct{} // asks for a new listing of the streams
+	// changes counts stream advisories; capMu orders them with storing a
+	// listing, so one taken before a change never replaces its nil.
+	changes atomic.Uint64
+	capMu   sync.Mutex
+	relist  chan struct{} // asks for a new listing of the streams
 	// listFailing: the last listing failed (only New and
 	// refreshCaptures touch it, one after the other).
 	listFailing bool
@@ -183,7 +187,7 @@ func New(nc *nats.Conn, clk clock.Clock, cfg Config, log *slog.Logger) (*Publish
 		return nil, fmt.Errorf("PubAck subscription limits: %w", err)
 	}
 	for _, subj := range streamAdvisories {
-		sub, err := nc.Subscribe(subj, func(*nats.Msg) { p.relistSoon() })
+		sub, err := nc.Subscribe(subj, func(*nats.Msg) { p.onStreamChange() })
 		if err != nil {
 			_ = p.sub.Unsubscribe()
 			p.cancel()

@@ -478,3 +478,27 @@ func TestDeadLetterWaitsForItsStream(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A stream created just before a delivery to it is waited for, though no
+// listing has seen it yet: its creation advisory makes every target count
+// as captured until the next listing. Here the stream refuses the
+// message (full), so a core publish would have been confirmed wrongly.
+func TestNewStreamIsWaitedForAtOnce(t *testing.T) {
+	e := newEnv(t, Config{MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, StreamRefresh: time.Hour})
+	if _, err := e.js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "FULL", Subjects: []string{"full.>"}, MaxMsgs: 1, Discard: jetstream.DiscardNew}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(context.Background(), "full.filler", nil); err != nil {
+		t.Fatal(err)
+	}
+	var c confirmations
+	d := delivery(1, "full.x")
+	e.p.Publish(d, c.done(d.ID))
+	time.Sleep(100 * time.Millisecond)
+	c.mu.Lock()
+	n := len(c.seen)
+	c.mu.Unlock()
+	if n != 0 {
+		t.Fatal("a delivery to a full stream created a moment before was confirmed")
+	}
+}
