@@ -149,6 +149,36 @@ func (s *simulator) delivered(h handOut, ackLost bool) {
 	o.lastInc, o.lastAckLost = inc.n, ackLost
 }
 
+// rejects reports whether the target refuses id for good: drawn once per
+// message, at its first attempt, from the fault stream.
+func (s *simulator) rejects(id msgid.ID) bool {
+	r, ok := s.rejected[id]
+	if !ok {
+		r = s.faults.draw(faultPublishReject) == faultPublishReject
+		s.rejected[id] = r
+	}
+	return r
+}
+
+// deadLettered is called when the publisher stores a dead letter of h:
+// the target refused it for good, so it never reached the target.
+func (s *simulator) deadLettered(h handOut) {
+	d := h.d
+	s.rep.DeadLetters++
+	n := s.opOf(d.Body)
+	if n < 0 {
+		s.fail("integrity", -1, "dead letter %s carries body %q of no request", d.ID, d.Body)
+		return
+	}
+	o := &s.ops[n]
+	s.hist(n, "dead-lettered by incarnation %d, id %s", h.inc.n, d.ID)
+	if o.deliveries > 0 {
+		s.fail("delivered-or-dead", n, "%s dead-lettered, but it reached its target before", d.ID)
+		return
+	}
+	o.dead++
+}
+
 // firedStored reports whether the journal holds a Fired event for id. It
 // reads the store behind every wrapper and fault, and only on a duplicate,
 // so it costs nothing on the common path.
@@ -178,13 +208,13 @@ func (s *simulator) finalChecks() {
 			s.fail("answered", n, "the schedule request of message %d was never answered, and no crash intervened", n)
 			return
 		}
-		if o.status != statusOK || o.deliveries > 0 {
+		if o.status != statusOK || o.deliveries > 0 || o.dead > 0 {
 			continue
 		}
 		if o.cancel == uint8(slot.OK) || (o.cancelQd && o.cancel != uint8(slot.Conflict)) {
 			continue // cancelled, or a cancel of unknown outcome
 		}
-		s.fail("1-no-loss", n, "acknowledged %s (due %s) was never delivered", o.id, fmtMs(o.deliverAt))
+		s.fail("1-no-loss", n, "acknowledged %s (due %s) was never delivered nor dead-lettered", o.id, fmtMs(o.deliverAt))
 		return
 	}
 	if s.j.nEvents != 0 || len(s.j.events) != 0 {

@@ -29,6 +29,7 @@ const (
 	faultClockJump              // the process pauses: time jumps ahead
 	faultClockBack              // the process restarts with its clock behind: time steps back
 	faultCorruptRecord          // a record no tock wrote appears in a slot's journal
+	faultPublishReject          // the target refuses a message for good: it must be dead-lettered
 	nFaults
 )
 
@@ -37,7 +38,7 @@ var faultNames = [nFaults]string{
 	faultLoadFail: "load-fail", faultPublishFail: "publish-fail", faultPublishAckLost: "publish-ack-lost",
 	faultPublishSlow: "publish-slow", faultCrash: "crash", faultCrashWriteStored: "crash-write-stored",
 	faultCrashWriteLost: "crash-write-lost", faultClockJump: "clock-jump", faultClockBack: "clock-back",
-	faultCorruptRecord: "corrupt-record",
+	faultCorruptRecord: "corrupt-record", faultPublishReject: "publish-reject",
 }
 
 func (f fault) String() string { return faultNames[f] }
@@ -60,6 +61,7 @@ var faultPoints = [nFaults]string{
 	faultClockJump:      "clockJump",
 	faultClockBack:      "clockBack",
 	faultCorruptRecord:  "corruptRecord",
+	faultPublishReject:  "publishReject",
 }
 
 // Failpoints returns the full names of the simulator's failpoints.
@@ -95,6 +97,7 @@ var defaultRates = faultRates{
 	faultClockJump:      perMillion,
 	faultClockBack:      perMillion,
 	faultCorruptRecord:  5_000,
+	faultPublishReject:  5_000,
 }
 
 // exclusive lists fault kinds decided by one draw: their rates must not add

@@ -366,7 +366,8 @@ func (w ackWatch) Append(slot int64, events []journal.Event, done func(uint64, e
 	var fired []msgid.ID // taken now: a wrapper may change events
 	for _, ev := range events {
 		switch ev.Kind {
-		case journal.Fired:
+		case journal.Fired, journal.Dead:
+			// Either settles the message for good: no reload may fire it again.
 			fired = append(fired, ev.ID)
 		case journal.Scheduled:
 			if _, ok := w.j.appended[ev.ID]; !ok {

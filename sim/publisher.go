@@ -34,6 +34,13 @@ type handOut struct {
 
 func (p *publisher) attempt(h handOut, backoff time.Duration) {
 	s := p.s
+	if s.rejects(h.d.ID) {
+		// The target refuses it for good: the publisher stores a dead
+		// letter (always, here) and reports the message dead.
+		s.deadLettered(h)
+		s.queue.push(task{inc: h.inc, fn: func() { h.done(slot.Outcome{Dead: true, Reason: "sim: the target refuses it"}) }})
+		return
+	}
 	switch s.faults.draw(faultPublishFail, faultPublishAckLost, faultPublishSlow) {
 	case faultPublishFail:
 		p.retryLater(h, backoff)

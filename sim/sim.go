@@ -105,6 +105,7 @@ type Report struct {
 	Delivered   int            // distinct messages delivered
 	Deliveries  int            // publishes that reached the target
 	Duplicates  map[string]int // extra deliveries by cause
+	DeadLetters int            // dead letters stored (the target refused the message for good)
 	// Cancels by answer (ok, conflict, notfound, unavailable, none);
 	// cancel-ok-after-fire counts OK cancels of messages whose delivery
 	// had begun before (only after a fault).
@@ -339,6 +340,7 @@ type simulator struct {
 	sched  *actors.Scheduler
 	incs   int
 
+	rejected  map[msgid.ID]bool
 	ops       []op
 	ids       map[msgid.ID]int32 // every id answered, → its op
 	wl        map[string]bool
@@ -369,6 +371,8 @@ func run(cfg Config) (Report, error) {
 		idrng: rand.New(rand.NewPCG(cfg.Seed, 6)),
 		wl:    map[string]bool{},
 		ids:   map[msgid.ID]int32{},
+		// Which messages their target refuses for good (faultPublishReject).
+		rejected: map[msgid.ID]bool{},
 	}
 	for _, w := range cfg.Workload {
 		s.wl[w] = true

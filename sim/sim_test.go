@@ -138,6 +138,26 @@ func TestCheckerBitesLoss(t *testing.T) {
 	expectViolation(t, cfg, "1-no-loss")
 }
 
+// deadDroppingPublisher reports a seventh of the deliveries dead-lettered
+// without storing a dead letter or publishing them: a lost message that
+// only looks settled.
+type deadDroppingPublisher struct{ actors.Publisher }
+
+func (p deadDroppingPublisher) Publish(d slot.Delivery, done func(slot.Outcome)) {
+	if d.DeliverAt%7 == 0 {
+		done(slot.Outcome{Dead: true, Reason: "planted"})
+		return
+	}
+	p.Publisher.Publish(d, done)
+}
+
+func TestCheckerBitesDeadWithoutDeadLetter(t *testing.T) {
+	cfg := small(6, false)
+	cfg.Workload = []string{"uniform", "burst"}
+	cfg.WrapPublisher = func(p actors.Publisher) actors.Publisher { return deadDroppingPublisher{p} }
+	expectViolation(t, cfg, "1-no-loss")
+}
+
 // lyingJournal acknowledges a fifth of the appends of new messages
 // (chosen by deliver time) without storing them.
 type lyingJournal struct{ journal.Journal }

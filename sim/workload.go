@@ -41,6 +41,7 @@ type op struct {
 	cancelAck uint64 // trace position just after an OK cancel's answer
 	// deliveries
 	deliveries  int32 // attempts that reached the target
+	dead        int32 // dead letters stored for it (its target refuses it)
 	handedOut   int32 // Publish calls: firing began
 	firstAt     int64
 	lastInc     int
@@ -313,6 +314,8 @@ func (s *simulator) getReply(n int, r slot.Result, replied *bool, afterRetention
 			switch {
 			case r.Record.State == slot.Delivered && o.deliveries == 0:
 				s.fail("get-consistency", n, "get of %s says delivered; it never was", o.id)
+			case r.Record.State == slot.Dead && o.dead == 0:
+				s.fail("get-consistency", n, "get of %s says dead; it was never dead-lettered", o.id)
 			case r.Record.State == slot.Cancelled && !o.cancelQd:
 				s.fail("get-consistency", n, "get of %s says cancelled; no cancel was sent", o.id)
 			case afterRetention && !s.cfg.Faults:

@@ -344,7 +344,7 @@ func sortedKeys(m map[string]int) []string {
 
 func printSimReport(w io.Writer, r sim.Report, wall time.Duration) {
 	fmt.Fprintf(w, "  scheduled    %d acked, %d unavailable, %d unanswered (crash) of %d\n", r.Acked, r.Unavailable, r.NoReply, r.Messages)
-	fmt.Fprintf(w, "  delivered    %d messages, %d publishes\n", r.Delivered, r.Deliveries)
+	fmt.Fprintf(w, "  delivered    %d messages, %d publishes; %d dead letters (refused by the target)\n", r.Delivered, r.Deliveries, r.DeadLetters)
 	fmt.Fprintf(w, "  duplicates   %d", total(r.Duplicates))
 	for _, k := range sortedKeys(r.Duplicates) {
 		fmt.Fprintf(w, "  %s=%d", k, r.Duplicates[k])

@@ -127,7 +127,7 @@ func TestSimRerunLineReplays(t *testing.T) {
 		}
 	}
 	if _, flag, _ := strings.Cut(rerun, " --fault-rates "); !strings.Contains(","+flag+",", ",loadFail=0,") ||
-		!strings.Contains(flag, "publishFail=0.1,") || !strings.HasSuffix(flag, ",crash=0.5") {
+		!strings.Contains(","+flag+",", ",publishFail=0.1,") || !strings.Contains(","+flag+",", ",crash=0.5,") {
 		t.Errorf("rerun line %q lacks the fault rates given", rerun)
 	}
 	if c := line(out, "  config "); !strings.Contains(c, "slot width 7s,") || !strings.Contains(c, "max in flight 3,") {
