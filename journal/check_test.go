@@ -79,6 +79,7 @@ func FuzzCheck(f *testing.F) {
 	f.Add(int64(5), uint8(Scheduled), int64(5_500), int64(5_500), int64(100), "orders.x", "K", "v")
 	f.Add(int64(5), uint8(Closed), int64(0), int64(0), int64(6_000), "", "", "")
 	f.Add(int64(-1), uint8(Fired), int64(-1), int64(0), int64(0), "", "", "")
+	f.Add(int64(5), uint8(Dead), int64(5_500), int64(0), int64(5_600), "", "", "")
 	f.Fuzz(func(t *testing.T, slot int64, kind uint8, idAt, deliverAt, at int64, target, hk, hv string) {
 		ev := Event{Kind: Kind(kind), At: at, Target: target, DeliverAt: deliverAt}
 		if idAt != 0 {
@@ -91,9 +92,12 @@ func FuzzCheck(f *testing.F) {
 			return
 		}
 		switch ev.Kind {
-		case Scheduled, Fired, Cancelled:
+		case Scheduled, Fired, Cancelled, Dead:
 			if SlotOf(ev.ID.DeliverAt(), testWidth) != slot {
 				t.Fatalf("accepted %+v in slot %d", ev, slot)
+			}
+			if ev.Kind == Dead && (ev.Target != "" || ev.DeliverAt != 0 || len(ev.Header) > 0) {
+				t.Fatalf("accepted a Dead with delivery fields: %+v", ev)
 			}
 		case Closed:
 			if SlotOf(ev.At, testWidth) <= slot {
