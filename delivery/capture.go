@@ -6,6 +6,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tockd/tock/actors/slot"
+
 	"github.com/tockd/tock/subject"
 )
 
@@ -18,6 +20,9 @@ import (
 type captureSet struct {
 	subjects []string  // every stream's subject filters
 	listed   time.Time // when they were listed; zero: never
+	// started is when the listing was asked for: it holds every stream
+	// created before then.
+	started time.Time
 }
 
 // captures reports whether a stream captures target. Unknown (never
@@ -84,7 +89,7 @@ func (p *Publisher) refreshCaptures() {
 func (p *Publisher) listCaptures() {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.AckTimeout)
 	defer cancel()
-	changes := p.changes.Load()
+	changes, started := p.changes.Load(), p.clk.Now()
 	subjects, err := listCaptures(ctx, p.js)
 	if err != nil {
 		// Keep the last listing: it goes stale by itself (captures).
@@ -93,6 +98,9 @@ func (p *Publisher) listCaptures() {
 			p.log.Warn("cannot list JetStream streams; deliveries wait for PubAcks until a listing succeeds", "err", err)
 		}
 		p.listFailing = true
+		// Deliveries waiting for a listing look again later: once the
+		// last listing is stale they go the PubAck way.
+		p.clk.AfterFunc(p.cfg.StreamRefresh, p.resumeListed)
 		return
 	}
 	if p.listFailing {
@@ -104,7 +112,40 @@ func (p *Publisher) listCaptures() {
 	if p.changes.Load() != changes {
 		return // a stream changed while listing: the relist it asked for decides
 	}
-	p.captures.Store(&captureSet{subjects: subjects, listed: p.clk.Now()})
+	p.captures.Store(&captureSet{subjects: subjects, listed: p.clk.Now(), started: started})
+	go p.resumeListed()
+}
+
+// coreSure reports whether a delivery of d may go out as a core publish
+// now that the listing says no stream captures its target: only if that
+// listing was asked for after d was accepted. The producer scheduled d
+// after every stream it had created was there, so such a listing holds
+// them; an older one may predate a stream created just before the
+// schedule (a stream advisory usually says so first, but it can come
+// after the delivery).
+func (p *Publisher) coreSure(d slot.Delivery) bool {
+	c := p.captures.Load()
+	return c != nil && c.started.UnixMilli() > d.ID.AcceptedAt()
+}
+
+// awaitListing holds j until the next listing, and asks for it.
+func (p *Publisher) awaitListing(j *job) {
+	p.mu.Lock()
+	p.unlisted = append(p.unlisted, j)
+	p.mu.Unlock()
+	p.relistSoon()
+}
+
+// resumeListed hands the deliveries that waited for a listing back to the
+// run loop.
+func (p *Publisher) resumeListed() {
+	p.mu.Lock()
+	waiting := p.unlisted
+	p.unlisted = nil
+	p.mu.Unlock()
+	for _, j := range waiting {
+		p.enqueue(j)
+	}
 }
 
 // onStreamChange forgets the listing (every target counts as captured

@@ -149,6 +149,9 @@ type Publisher struct {
 	perTarget map[string]int
 	parked    map[string][]*job
 	parkOrder []string
+	// unlisted are deliveries to a target no stream captured in a listing
+	// older than them, waiting for a newer one (coreSure).
+	unlisted []*job
 
 	quit chan struct{}
 	// ctx ends at Close: it bounds the JetStream requests of listings.
@@ -276,6 +279,10 @@ func (p *Publisher) send(j *job) bool {
 		msg, key = p.deadMessage(j), DeadStream
 	} else if !p.captured(j.d.Target) {
 		p.unreserve(j) // the stream went away since it was parked
+		if !p.coreSure(j.d) {
+			p.awaitListing(j)
+			return true
+		}
 		if err := p.nc.PublishMsg(msg); err != nil {
 			p.retry(j, err)
 			return true

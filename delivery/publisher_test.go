@@ -493,6 +493,9 @@ func TestNewStreamIsWaitedForAtOnce(t *testing.T) {
 	}
 	var c confirmations
 	d := delivery(1, "full.x")
+	// Accepted now, as the gateway would stamp it: after the stream was
+	// created, and after the publisher's last listing.
+	d.ID = msgid.Compose(d.DeliverAt, uint64(time.Now().UnixMilli())<<20, 1)
 	e.p.Publish(d, c.done(d.ID))
 	time.Sleep(100 * time.Millisecond)
 	c.mu.Lock()
@@ -500,5 +503,29 @@ func TestNewStreamIsWaitedForAtOnce(t *testing.T) {
 	c.mu.Unlock()
 	if n != 0 {
 		t.Fatal("a delivery to a full stream created a moment before was confirmed")
+	}
+}
+
+// A delivery accepted after the last listing, to a target no stream
+// captures, waits for a newer listing and then goes out as a core
+// publish: at once, not after an ack timeout.
+func TestCoreTargetAfterAFreshListing(t *testing.T) {
+	e := newEnv(t, Config{StreamRefresh: time.Hour, AckTimeout: time.Minute})
+	sub, err := e.tc.SubscribeSync("core.fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var c confirmations
+	d := delivery(1, "core.fresh")
+	d.ID = msgid.Compose(d.DeliverAt, uint64(time.Now().Add(time.Millisecond).UnixMilli())<<20, 1)
+	e.p.Publish(d, c.done(d.ID))
+	if o := c.waitOutcome(t, d.ID); o.Dead {
+		t.Fatalf("outcome %+v", o)
+	}
+	if m, err := sub.NextMsg(5 * time.Second); err != nil || m.Header.Get(HeaderID) != d.ID.String() {
+		t.Fatalf("core delivery: %v %v", m, err)
 	}
 }

@@ -138,6 +138,11 @@ func Parse(s string) (ID, error) {
 	return id, nil
 }
 
+// AcceptedAt is about when the message was accepted, Unix ms, from its
+// stamp (Stamper): never earlier, later by the stamps taken beyond 2^20 in
+// one millisecond or after the clock stepped back.
+func (id ID) AcceptedAt() int64 { return int64(id.Stamp() >> 20) }
+
 // Stamper hands out strictly increasing acceptance stamps. Stamps start
 // from the wall time (ms<<20) so they keep growing across restarts, and
 // fall back to +1 when more than 2^20 are taken in one millisecond or the
