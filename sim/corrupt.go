@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"math/rand/v2"
 	"slices"
 
@@ -73,6 +74,10 @@ func (j *simJournal) corrupt(here int64) {
 	data := j.corruptRecord(rng, kind, slot, real)
 	seq := j.mem.Inject(slot, data)
 	j.injected = append(j.injected, injection{slot: slot, seq: seq, kind: kind})
+	if j.unread == nil {
+		j.unread = map[int64][]int{}
+	}
+	j.unread[slot] = append(j.unread[slot], len(j.injected)-1)
 	j.s.trace.event(evInject, j.s.nowMs(), msgid.ID{}, uint64(slot)<<8|uint64(kind))
 	j.s.hist(-1, "fault corrupt-record: %s record %d (%d bytes) injected into slot %d", kind, seq, len(data), slot)
 }
@@ -186,18 +191,18 @@ func (j *simJournal) forged(rng *rand.Rand, slot int64, bad journal.Event) []byt
 	return journal.EncodeRecord(nil, events)
 }
 
-// realID is the id of an acknowledged message of slot, looked for from a
-// random request on.
+// realID is the id of a message stored in slot, from a random Scheduled
+// event on: read from the slot itself, which costs its size rather than a
+// walk over every request of the run.
 func (j *simJournal) realID(rng *rand.Rand, slot int64) (msgid.ID, bool) {
-	ops := j.s.ops
-	if len(ops) == 0 {
+	evs, _, err := j.memLoad(context.Background(), slot)
+	if err != nil || len(evs) == 0 {
 		return msgid.ID{}, false
 	}
-	from := rng.IntN(len(ops))
-	for i := range ops {
-		o := &ops[(from+i)%len(ops)]
-		if o.status == statusOK && j.slotOf(o.deliverAt) == slot {
-			return o.id, true
+	from := rng.IntN(len(evs))
+	for i := range evs {
+		if ev := &evs[(from+i)%len(evs)]; ev.Kind == journal.Scheduled && !ev.ID.IsZero() {
+			return ev.ID, true
 		}
 	}
 	return msgid.ID{}, false

@@ -59,6 +59,9 @@ type simJournal struct {
 	// quarantined). lastRecord is the encoding of the last write, which
 	// the fault damages (encoded at once: the actors reuse their events).
 	injected   []injection
+	// unread indexes, by slot, the injected records no read went past
+	// yet: every read checks its own slot's, not every injection.
+	unread map[int64][]int
 	injRead    int
 	lastRecord []byte
 
@@ -270,13 +273,27 @@ func (j *simJournal) memLoad(ctx context.Context, slot int64) ([]journal.Event, 
 // last (tail: its last record alone): the injected ones among them must
 // now be quarantined.
 func (j *simJournal) passed(slot int64, last uint64, tail bool) {
-	for i := range j.injected {
+	waiting := j.unread[slot]
+	if len(waiting) == 0 {
+		return
+	}
+	kept := waiting[:0]
+	for _, i := range waiting {
 		in := &j.injected[i]
-		if in.slot == slot && !in.gone && !in.read && in.seq <= last && (!tail || in.seq == last) {
+		switch {
+		case in.gone || in.read:
+		case in.seq <= last && (!tail || in.seq == last):
 			in.read = true
 			j.injRead++
+		default:
+			kept = append(kept, i)
 		}
 	}
+	if len(kept) == 0 {
+		delete(j.unread, slot)
+		return
+	}
+	j.unread[slot] = kept
 }
 
 // checkQuarantine checks what the journal refused since the last check.
