@@ -58,10 +58,10 @@ type simJournal struct {
 	// injRead counts those a read went past (each must have been
 	// quarantined). lastRecord is the encoding of the last write, which
 	// the fault damages (encoded at once: the actors reuse their events).
-	injected   []injection
+	injected []injection
 	// unread indexes, by slot, the injected records no read went past
 	// yet: every read checks its own slot's, not every injection.
-	unread map[int64][]int
+	unread     map[int64][]int
 	injRead    int
 	lastRecord []byte
 
