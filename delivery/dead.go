@@ -33,6 +33,13 @@ const (
 	HeaderTarget     = "Tock-Target"
 	HeaderDeadReason = "Tock-Dead-Reason"
 	HeaderAttempts   = "Tock-Attempts"
+
+	// Headers of a dead letter from a JetStream consumer (package
+	// deadletter): the stream, the consumer that gave up on it, and the
+	// message's sequence in the stream.
+	HeaderStream    = "Tock-Stream"
+	HeaderConsumer  = "Tock-Consumer"
+	HeaderStreamSeq = "Tock-Stream-Seq"
 )
 
 // DeadSubject is the dead-letter stream's subject of message id.

@@ -36,6 +36,7 @@ type RedriveResponse struct {
 var deadLetterHeaders = []string{
 	delivery.HeaderID, delivery.HeaderDeliverAt, delivery.HeaderTarget, delivery.HeaderDeadReason,
 	delivery.HeaderAttempts, jetstream.MsgIDHeader,
+	delivery.HeaderStream, delivery.HeaderConsumer, delivery.HeaderStreamSeq,
 }
 
 // redrive reads the dead letter of the id in the subject and schedules it

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/tockd/tock/deadletter"
 	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/subject"
 )
@@ -48,8 +49,10 @@ var ErrInsecureListen = errors.New("refusing to accept unauthenticated clients o
 var (
 	denySubscribe = []string{"tock.>", inboxPrefix + ".>", "$SRV.*.tock", "$SRV.*.tock.>"}
 	// Dead letters come from tock alone: a forged one could be redriven
-	// to a target its writer may not schedule to.
-	denyPublish = []string{inboxPrefix + ".>", delivery.DeadSubjects}
+	// to a target its writer may not schedule to. So do max-deliveries
+	// advisories, which the server publishes itself: a forged one would
+	// make tock move a message that was never given up on.
+	denyPublish = []string{inboxPrefix + ".>", delivery.DeadSubjects, deadletter.AdvisoryPrefix + ">"}
 )
 
 // identity is an nkey user of the embedded server.

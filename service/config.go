@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tockd/tock/deadletter"
 	"github.com/tockd/tock/subject"
 )
 
@@ -54,6 +55,10 @@ type Config struct {
 	DeliveryMaxAge      time.Duration
 	// DeadRetention is how long the dead-letter stream keeps a dead letter.
 	DeadRetention time.Duration
+	// DeadLetters are JetStream consumers of the application account
+	// whose messages, once delivered max_deliver times without an ack,
+	// tock moves into the dead-letter stream (package deadletter).
+	DeadLetters []deadletter.Source
 	// AllowTargets limits the targets producers may schedule to; the zero
 	// value allows every subject a producer may schedule to at all.
 	AllowTargets subject.Allow

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/clock"
+	"github.com/tockd/tock/deadletter"
 	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/gateway"
 	"github.com/tockd/tock/internal/natsurl"
@@ -50,6 +51,7 @@ type Service struct {
 	publisher *delivery.Publisher
 	scheduler *actors.Scheduler
 	gateway   *gateway.Gateway
+	dead      *deadletter.Watcher // nil without Config.DeadLetters
 }
 
 // Start brings tock up. On error, whatever was started is stopped again.
@@ -132,6 +134,9 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	}
 	clk := clock.Real{}
 	if err := ensureDeadStream(ctx, s.appNC, cfg.DeadRetention); err != nil {
+		return nil, err
+	}
+	if s.dead, err = deadletter.Start(ctx, s.appNC, cfg.DeadLetters, cfg.DeadRetention, s.log.With("part", "deadletter")); err != nil {
 		return nil, err
 	}
 	s.publisher, err = delivery.New(s.appNC, clk, delivery.Config{
@@ -251,6 +256,7 @@ func (s *Service) Stats(timeout time.Duration) (actors.Stats, error) {
 // publisher, the journal (flushing appends already made) and the server.
 func (s *Service) Shutdown(ctx context.Context) error {
 	var errs []error
+	s.dead.Stop()
 	if s.gateway != nil {
 		errs = append(errs, s.gateway.Stop())
 	}

@@ -34,6 +34,11 @@ type deadLine struct {
 	Reason   string `json:"reason"`
 	Attempts int    `json:"attempts"`
 	Bytes    int    `json:"bytes"`
+	// Set for a message a JetStream consumer gave up on (--dead-letter):
+	// where it came from.
+	Stream    string `json:"stream,omitempty"`
+	Consumer  string `json:"consumer,omitempty"`
+	StreamSeq uint64 `json:"stream_seq,omitempty"`
 }
 
 // runDead lists the dead-letter stream, one JSON line per dead letter,
@@ -86,6 +91,8 @@ func runDead(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		h := m.Headers()
 		line := deadLine{ID: h.Get(delivery.HeaderID), Target: h.Get(delivery.HeaderTarget), Reason: h.Get(delivery.HeaderDeadReason), Bytes: len(m.Data())}
 		line.Attempts, _ = strconv.Atoi(h.Get(delivery.HeaderAttempts))
+		line.Stream, line.Consumer = h.Get(delivery.HeaderStream), h.Get(delivery.HeaderConsumer)
+		line.StreamSeq, _ = strconv.ParseUint(h.Get(delivery.HeaderStreamSeq), 10, 64)
 		if md, err := m.Metadata(); err == nil {
 			line.DeadAt = md.Timestamp.UTC().Format(delivery.TimeFormat)
 		}

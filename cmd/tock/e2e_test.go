@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tockd/tock/deadletter"
 	"github.com/tockd/tock/msgid"
 	"github.com/tockd/tock/service"
 )
@@ -946,5 +947,84 @@ func TestE2EDeadLetters(t *testing.T) {
 	k.waitState(red.ID, "delivered")
 	if res := k.tock("", "dead"); res.code != 0 || res.stdout != "" {
 		t.Fatalf("tock dead after the redrive: %v", res)
+	}
+}
+
+// TestE2EConsumerDeadLetters: a JetStream consumer that never acks a
+// message gives up after max_deliver; with --dead-letter tock moves it
+// into TOCK_DLQ, `tock dead` lists it with its stream and consumer, and
+// `tock redrive` puts it back on its subject for the consumer to see again.
+func TestE2EConsumerDeadLetters(t *testing.T) {
+	k := startTock(t, service.Config{DeadLetters: []deadletter.Source{{Stream: "JOBS", Consumer: "workers"}}})
+	nc, err := nats.Connect(k.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "JOBS", Subjects: []string{"jobs.>"}, Retention: jetstream.WorkQueuePolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 2, AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "jobs.resize", []byte("poison")); err != nil {
+		t.Fatal(err)
+	}
+	// JetStream announces max_deliver when it next tries to deliver the
+	// message, so the third fetch (which gets nothing) is what reports it.
+	for i := range 3 {
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range b.Messages() {
+			n++
+			m.Nak()
+		}
+		if want := min(1, 2-i); n != want {
+			t.Fatalf("fetch %d got %d messages, want %d", i+1, n, want)
+		}
+	}
+	var line deadLine
+	deadline := time.Now().Add(e2eWait)
+	for {
+		res := k.tock("", "dead")
+		if res.code == 0 && res.stdout != "" {
+			if json.Unmarshal([]byte(res.stdout), &line) != nil {
+				t.Fatalf("tock dead: %v", res)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter: %v", res)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if line.Target != "jobs.resize" || line.Stream != "JOBS" || line.Consumer != "workers" || line.StreamSeq != 1 || line.Attempts != 2 || line.Bytes != 6 ||
+		!strings.Contains(line.Reason, "max_deliver") {
+		t.Fatalf("tock dead listed %+v", line)
+	}
+	red := decodeReply(t, k.tock("", "redrive", line.ID), "id", "target", "deliver_at", "redriven_from")
+	k.waitState(red.ID, "delivered")
+	b, err := cons.Fetch(1, jetstream.FetchMaxWait(e2eWait))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for m := range b.Messages() {
+		n++
+		if string(m.Data()) != "poison" || m.Subject() != "jobs.resize" {
+			t.Errorf("redriven message: %s %q", m.Subject(), m.Data())
+		}
+		m.Ack()
+	}
+	if n != 1 {
+		t.Errorf("the consumer got %d messages after the redrive, want 1", n)
 	}
 }

@@ -65,6 +65,19 @@ func tockPermissions(targets ...string) *server.Permissions {
 	}
 }
 
+// deadLetterPermissions are what docs/SECURITY.md says tock's user needs
+// on top of tockPermissions for `--dead-letter STREAM:CONSUMER` on each of
+// streams: TestExternalConsumerDeadLetters runs tock with exactly these.
+func deadLetterPermissions(p *server.Permissions, streams ...string) *server.Permissions {
+	p.Publish.Allow = append(p.Publish.Allow,
+		"$JS.API.STREAM.*.TOCK_DLQ_ADVISORIES", "$JS.API.CONSUMER.*.TOCK_DLQ_ADVISORIES.>",
+		"$JS.API.CONSUMER.MSG.NEXT.TOCK_DLQ_ADVISORIES.tock", "$JS.ACK.TOCK_DLQ_ADVISORIES.>")
+	for _, s := range streams {
+		p.Publish.Allow = append(p.Publish.Allow, "$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.MSG.GET."+s, "$JS.API.STREAM.MSG.DELETE."+s)
+	}
+	return p
+}
+
 // extServe is `tock serve ARGS...` run in-process, as main runs it.
 type extServe struct {
 	stdout, stderr syncBuffer
@@ -252,6 +265,82 @@ func TestExternalUserPassword(t *testing.T) {
 	// A token in the URL is dropped whole from the error.
 	res = cli(t, "", "get", "--nats-url", strings.Replace(url, "nats://", "nats://"+wrongPass+"@", 1), unknownID)
 	failsWith(t, "get, a wrong token in the URL", res, 1, "connect to "+url+": ", secrets...)
+}
+
+// TestExternalConsumerDeadLetters: --dead-letter on an external server,
+// tock's user holding only the documented permissions: a message its
+// consumer gave up on is moved into TOCK_DLQ and out of its work queue.
+func TestExternalConsumerDeadLetters(t *testing.T) {
+	const tockPass, appPass = "tock-SECRET-5e1b", "app-SECRET-0c4d"
+	ns := natstest.StartOptions(t, &server.Options{JetStream: true, Users: []*server.User{
+		{Username: "tock", Password: tockPass, Permissions: deadLetterPermissions(tockPermissions(), "JOBS")},
+		{Username: "app", Password: appPass},
+	}})
+	url := ns.ClientURL()
+	nc, err := nats.Connect(url, nats.UserInfo("app", appPass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), extWait)
+	defer cancel()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "JOBS", Subjects: []string{"jobs.>"}, Retention: jetstream.WorkQueuePolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envNATSUser, "tock")
+	t.Setenv(envNATSPassword, tockPass)
+	s, _ := serveExt(t, false, "--nats-url", url, "--dead-letter", "JOBS:workers")
+	if _, err := js.Publish(ctx, "jobs.resize", []byte("poison")); err != nil {
+		t.Fatal(err)
+	}
+	var dead jetstream.Stream
+	for deadline := time.Now().Add(extWait); ; {
+		for range 2 { // the second fetch makes the server announce max_deliver
+			b, err := cons.Fetch(1, jetstream.FetchMaxWait(200*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for m := range b.Messages() {
+				m.Nak()
+			}
+		}
+		if dead, err = js.Stream(ctx, "TOCK_DLQ"); err == nil && dead.CachedInfo().State.Msgs == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter (err %v): %s", err, s.stderr.String())
+		}
+	}
+	m, err := dead.GetMsg(ctx, dead.CachedInfo().State.LastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != "poison" || m.Header.Get("Tock-Target") != "jobs.resize" || m.Header.Get("Tock-Consumer") != "workers" {
+		t.Errorf("dead letter %s %q %v", m.Subject, m.Data, m.Header)
+	}
+	for deadline := time.Now().Add(extWait); ; {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("JOBS still holds %d messages", info.State.Msgs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.stop(t)
+	if strings.Contains(s.stderr.String(), "NATS error") || strings.Contains(s.stderr.String(), "level=WARN") {
+		t.Errorf("tock with the documented permissions:\n%s", s.stderr.String())
+	}
 }
 
 // checkTockPermissions exercises what the round trip does not, as the

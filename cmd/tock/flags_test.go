@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tockd/tock/bench"
+	"github.com/tockd/tock/deadletter"
 	"github.com/tockd/tock/service"
 	"github.com/tockd/tock/subject"
 )
@@ -230,6 +231,7 @@ func TestParseServe(t *testing.T) {
 		"--sync", "always", "--gc-percent", "150", "--memory-limit", "768MiB", "--slot-memory", "64MiB",
 		"--allow-targets", "orders.>, audit.*", "--max-inflight", "100", "--max-inflight-bytes", "0",
 		"--delivery-max-attempts", "5", "--delivery-max-age", "0", "--dlq-retention", "7d",
+		"--dead-letter", "ORDERS:workers", "--dead-letter", "AUDIT:readers", "--dead-letter", "ORDERS:workers",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -239,6 +241,7 @@ func TestParseServe(t *testing.T) {
 		Retention: 36 * time.Hour, SlotWidth: 30 * time.Second, Horizon: 2 * time.Second, SyncAlways: true,
 		SlotMemory: 64 << 20, AllowTargets: mustAllow(t, "orders.>,audit.*"), MaxInFlight: 100, MaxInFlightBytes: -1,
 		DeliveryMaxAttempts: 5, DeliveryMaxAge: -1, DeadRetention: 7 * 24 * time.Hour,
+		DeadLetters: []deadletter.Source{{Stream: "ORDERS", Consumer: "workers"}, {Stream: "AUDIT", Consumer: "readers"}},
 	}
 	if diff := cmp.Diff(want, o.cfg, allowByText); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
@@ -316,6 +319,8 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--max-inflight", "-1"}, "must not be negative"},
 		{[]string{"--delivery-max-attempts", "-2"}, "must not be negative"},
 		{[]string{"--dlq-retention", "0"}, "--dlq-retention must be positive"},
+		{[]string{"--dead-letter", "ORDERS"}, "want STREAM:CONSUMER"},
+		{[]string{"--dead-letter", "ORD.ERS:workers"}, `"ORD.ERS:workers"`},
 		{[]string{"--allow-targets", "orders..x"}, `allowed target pattern "orders..x": empty token`},
 		{[]string{"--allow-targets", "tock.>"}, "tock's own subjects"},
 		{[]string{"extra"}, `unexpected argument "extra"`},

@@ -105,7 +105,8 @@ func commands() []*command {
 			synopsis: "[flags]",
 			summary:  "list dead-lettered messages",
 			detail: "Prints one JSON line per dead letter in TOCK_DLQ, oldest first:\n" +
-				"{id, target, dead_at, reason, attempts, bytes}. Nothing is removed; `tock redrive ID`\n" +
+				"{id, target, dead_at, reason, attempts, bytes}, plus {stream, consumer, stream_seq} for a\n" +
+				"message a JetStream consumer gave up on (serve --dead-letter). Nothing is removed; `tock redrive ID`\n" +
 				"schedules one again. Any JetStream client reads the stream too (nats stream view TOCK_DLQ).\n" + connHelp,
 			flags: func() *flag.FlagSet { return deadFlags(new(deadOpts)) },
 			run:   runDead,

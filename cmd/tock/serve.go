@@ -12,11 +12,13 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tockd/tock/bench"
+	"github.com/tockd/tock/deadletter"
 	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/internal/natsurl"
 	"github.com/tockd/tock/service"
@@ -73,6 +75,13 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 	fs.IntVar(&c.DeliveryMaxAttempts, "delivery-max-attempts", 0, "dead-letter a delivery after this `number` of failed attempts (0: no bound; a message's Tock-Max-Attempts wins)")
 	fs.Var(newDurationValue(&c.DeliveryMaxAge, service.DefaultDeliveryMaxAge), "delivery-max-age", "dead-letter a delivery still failing after this `duration` (0: no bound; a message's Tock-Max-Age wins)")
 	fs.Var(newDurationValue(&c.DeadRetention, service.DefaultDeadRetention), "dlq-retention", "keep dead letters in "+delivery.DeadStream+" for this `duration`")
+	fs.Func("dead-letter", "move the messages JetStream consumer `STREAM:CONSUMER` gave up on (max_deliver reached) into "+delivery.DeadStream+"; repeatable", func(v string) error {
+		src, err := deadletter.ParseSource(v)
+		if err == nil && !slices.Contains(c.DeadLetters, src) {
+			c.DeadLetters = append(c.DeadLetters, src)
+		}
+		return err
+	})
 	fs.IntVar(&c.MaxInFlight, "max-inflight", service.DefaultMaxInFlight, "answer 503 beyond this `number` of requests held unanswered (0: no bound)")
 	fs.Var(newBytesValue(&c.MaxInFlightBytes, service.DefaultMaxInFlightBytes), "max-inflight-bytes", "answer 503 beyond this `size` of request bodies held unanswered (0: no bound)")
 	fs.Var(newDurationValue(&c.Retention, service.DefaultRetention), "retention", "keep delivered and cancelled messages queryable for this `duration`")
