@@ -44,6 +44,23 @@ func (s *simulator) handedOut(d slot.Delivery) {
 	// at least once, not a new one.)
 	if s.j.firedAcked[d.ID] {
 		s.fail("duplicate", n, "%s handed to the publisher again (by incarnation %d) after its Fired event was acknowledged", d.ID, s.cur.n)
+		return
+	}
+	// With faults only at targets, a message whose own target was up from
+	// shortly before its time on is handed out at its time: another
+	// target's faults never delay it. ("Shortly before": a target's
+	// deliveries in flight when it comes back are retried within
+	// maxBackoff, and until then hold its share of the slot's in-flight
+	// bound, which its own later messages wait for.)
+	if s.targetFaultsOnly && s.ops[n].handedOut == 1 && s.ops[n].status == statusOK {
+		if now := s.nowMs(); now != d.DeliverAt && s.downUntil[d.Target]+maxBackoff.Milliseconds() < d.DeliverAt {
+			down := "never down"
+			if u, ok := s.downUntil[d.Target]; ok {
+				down = "last down until " + fmtMs(u)
+			}
+			s.fail("isolated", n, "%s to %s handed out %d ms late; its target was %s: other targets' faults held it up",
+				d.ID, d.Target, now-d.DeliverAt, down)
+		}
 	}
 }
 

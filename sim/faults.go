@@ -30,6 +30,7 @@ const (
 	faultClockBack              // the process restarts with its clock behind: time steps back
 	faultCorruptRecord          // a record no tock wrote appears in a slot's journal
 	faultPublishReject          // the target refuses a message for good: it must be dead-lettered
+	faultTargetDown             // a target refuses every attempt for up to 30 s; the publisher retries
 	nFaults
 )
 
@@ -38,7 +39,7 @@ var faultNames = [nFaults]string{
 	faultLoadFail: "load-fail", faultPublishFail: "publish-fail", faultPublishAckLost: "publish-ack-lost",
 	faultPublishSlow: "publish-slow", faultCrash: "crash", faultCrashWriteStored: "crash-write-stored",
 	faultCrashWriteLost: "crash-write-lost", faultClockJump: "clock-jump", faultClockBack: "clock-back",
-	faultCorruptRecord: "corrupt-record", faultPublishReject: "publish-reject",
+	faultCorruptRecord: "corrupt-record", faultPublishReject: "publish-reject", faultTargetDown: "target-down",
 }
 
 func (f fault) String() string { return faultNames[f] }
@@ -62,6 +63,7 @@ var faultPoints = [nFaults]string{
 	faultClockBack:      "clockBack",
 	faultCorruptRecord:  "corruptRecord",
 	faultPublishReject:  "publishReject",
+	faultTargetDown:     "targetDown",
 }
 
 // Failpoints returns the full names of the simulator's failpoints.
@@ -98,6 +100,7 @@ var defaultRates = faultRates{
 	faultClockBack:      perMillion,
 	faultCorruptRecord:  5_000,
 	faultPublishReject:  5_000,
+	faultTargetDown:     2_000,
 }
 
 // exclusive lists fault kinds decided by one draw: their rates must not add

@@ -9,7 +9,8 @@ import (
 // publisher is the in-memory target: every publish attempt that reaches the
 // target is recorded (with virtual time) and checked; confirmations come
 // back as tasks of the publishing incarnation, so a crash loses them. It
-// retries failed attempts like delivery.Publisher: 10 ms doubling to 5 s.
+// retries failed attempts like delivery.Publisher: 10 ms doubling to
+// maxBackoff.
 type publisher struct {
 	s *simulator
 }
@@ -21,6 +22,9 @@ func (p *publisher) Publish(d slot.Delivery, done func(slot.Outcome)) {
 		p.attempt(h, 10*time.Millisecond)
 	})
 }
+
+// maxBackoff is the longest wait between two attempts of a delivery.
+const maxBackoff = 5 * time.Second
 
 // handOut is one Publish call and its retries: the same delivery, at least
 // once. at is the trace position when it was handed out, so a check can
@@ -34,6 +38,15 @@ type handOut struct {
 
 func (p *publisher) attempt(h handOut, backoff time.Duration) {
 	s := p.s
+	if now := s.nowMs(); now < s.downUntil[h.d.Target] {
+		p.retryLater(h, backoff)
+		return
+	} else if s.faults.draw(faultTargetDown) == faultTargetDown {
+		s.downUntil[h.d.Target] = now + 1 + s.frng.Int64N(30_000)
+		s.hist(-1, "fault target-down: %s refuses every attempt until %s", h.d.Target, fmtMs(s.downUntil[h.d.Target]))
+		p.retryLater(h, backoff)
+		return
+	}
 	if s.rejects(h.d.ID) {
 		// The target refuses it for good: the publisher stores a dead
 		// letter (always, here) and reports the message dead.
@@ -62,6 +75,6 @@ func (p *publisher) attempt(h handOut, backoff time.Duration) {
 func (h handOut) published() { h.done(slot.Outcome{}) }
 
 func (p *publisher) retryLater(h handOut, backoff time.Duration) {
-	next := min(2*backoff, 5*time.Second)
+	next := min(2*backoff, maxBackoff)
 	p.s.at(h.inc, backoff, func() { p.attempt(h, next) })
 }

@@ -340,18 +340,24 @@ type simulator struct {
 	sched  *actors.Scheduler
 	incs   int
 
-	rejected  map[msgid.ID]bool
-	ops       []op
-	ids       map[msgid.ID]int32 // every id answered, → its op
-	wl        map[string]bool
-	faultEnd  int64
-	end       time.Time     // the run ends when nothing is runnable and no timer is due by then
-	lag       time.Duration // how far the machine's clock is behind the true time (clock-back)
-	backUntil int64         // true time (ms) the clock will have caught up with the stamps of a clock-back
-	slack     time.Duration
-	violation *Violation
-	rep       Report
-	history   []string
+	rejected map[msgid.ID]bool
+	// downUntil: each target refuses every attempt before this time, ms
+	// (faultTargetDown).
+	downUntil map[string]int64
+	// targetFaultsOnly: every enabled fault is a target's (rejecting a
+	// message, being down), so the isolated invariant applies.
+	targetFaultsOnly bool
+	ops              []op
+	ids              map[msgid.ID]int32 // every id answered, → its op
+	wl               map[string]bool
+	faultEnd         int64
+	end              time.Time     // the run ends when nothing is runnable and no timer is due by then
+	lag              time.Duration // how far the machine's clock is behind the true time (clock-back)
+	backUntil        int64         // true time (ms) the clock will have caught up with the stamps of a clock-back
+	slack            time.Duration
+	violation        *Violation
+	rep              Report
+	history          []string
 }
 
 func run(cfg Config) (Report, error) {
@@ -372,7 +378,14 @@ func run(cfg Config) (Report, error) {
 		wl:    map[string]bool{},
 		ids:   map[msgid.ID]int32{},
 		// Which messages their target refuses for good (faultPublishReject).
-		rejected: map[msgid.ID]bool{},
+		rejected:  map[msgid.ID]bool{},
+		downUntil: map[string]int64{},
+	}
+	s.targetFaultsOnly = cfg.Faults
+	for k, r := range cfg.rates {
+		if r > 0 && fault(k) != faultPublishReject && fault(k) != faultTargetDown {
+			s.targetFaultsOnly = false
+		}
 	}
 	for _, w := range cfg.Workload {
 		s.wl[w] = true

@@ -91,6 +91,16 @@ func drawSwarm(seed uint64, messages int) swarmDraw {
 	if rng.IntN(3) == 0 {
 		d.slotMemory = logUniform(rng, 8, 4096)
 	}
+	// One seed in eight has faults only at targets, so that the isolated
+	// invariant (check.go) applies.
+	if rng.IntN(8) == 0 {
+		for k := range d.rates {
+			if fault(k) != faultPublishReject && fault(k) != faultTargetDown {
+				d.rates[k] = 0
+			}
+		}
+		d.rates[faultTargetDown] = max(d.rates[faultTargetDown], defaultRates[faultTargetDown])
+	}
 	return d
 }
 

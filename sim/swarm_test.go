@@ -31,6 +31,7 @@ func TestSwarmSeeds(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("swarmed seeds: %d steps at max-per-step, %d at max-in-flight, %d refills", perStep, inFlight, refills)
 	if perStep == 0 || inFlight == 0 {
 		t.Errorf("swarmed seeds never hit a flow limit: %d steps at max-per-step, %d at max-in-flight", perStep, inFlight)
 	}

@@ -22,6 +22,7 @@
 package slot
 
 import (
+	"slices"
 	"unicode/utf8"
 
 	"github.com/tockd/tock/journal"
@@ -35,6 +36,12 @@ type Config struct {
 	// MaxInFlight bounds deliveries handed out and not yet confirmed; more
 	// due messages wait (a backlog), so a slow target cannot exhaust memory.
 	MaxInFlight int
+	// MaxInFlightPerTarget bounds one target's deliveries handed out and
+	// not yet confirmed (0: MaxInFlight/4). A target at its bound stops
+	// counting against MaxInFlight: a target that rejects, stalls or
+	// acks slowly holds at most this many, and the slot's other targets
+	// fire on as if it were not there.
+	MaxInFlightPerTarget int
 	// MaxPerStep bounds deliveries handed out by one Step, so a burst does
 	// not starve cancels and gets queued behind it.
 	MaxPerStep int
@@ -141,7 +148,7 @@ type Limit uint8
 const (
 	NoLimit       Limit = iota
 	LimitPerStep        // MaxPerStep deliveries handed out by the step
-	LimitInFlight       // MaxInFlight deliveries unconfirmed
+	LimitInFlight       // MaxInFlight deliveries unconfirmed, or a target's MaxInFlightPerTarget
 )
 
 func (l Limit) String() string {
@@ -165,6 +172,14 @@ type Slot struct {
 	st       store // the messages; st.due holds pending ones, cancelled ones are skipped when popped
 	pending  int   // entries in state Pending
 	inFlight int   // entries in state Delivering
+	// busy counts each target's entries in state Delivering (by target
+	// number); stuck is the sum over targets at MaxInFlightPerTarget, which
+	// MaxInFlight does not count.
+	busy  []int32
+	stuck int
+	// parked holds, per target, due entries popped while the target was
+	// at its bound, in due order; confirmations to it put them back.
+	parked   [][]int32
 	closed   bool  // a Closed event ends the log and nothing happened since
 	closedAt int64 // At of that Closed event
 	ready    Ready // the current step's effects, before gating
@@ -186,6 +201,9 @@ func New(cfg Config) *Slot {
 	}
 	if cfg.MaxPerStep <= 0 {
 		cfg.MaxPerStep = DefaultMaxPerStep
+	}
+	if cfg.MaxInFlightPerTarget <= 0 {
+		cfg.MaxInFlightPerTarget = max(1, cfg.MaxInFlight/4)
 	}
 	s := &Slot{cfg: cfg}
 	s.st.init()
@@ -391,10 +409,10 @@ func truncateReason(r string) string {
 // the flow limits.
 func (s *Slot) fire(now int64) {
 	for n := 0; ; {
-		if s.inFlight >= s.cfg.MaxInFlight || n >= s.cfg.MaxPerStep {
+		if s.inFlight-s.stuck >= s.cfg.MaxInFlight || n >= s.cfg.MaxPerStep {
 			if s.due(now) {
 				s.ready.Limited = LimitPerStep
-				if s.inFlight >= s.cfg.MaxInFlight {
+				if s.inFlight-s.stuck >= s.cfg.MaxInFlight {
 					s.ready.Limited = LimitInFlight
 				}
 			}
@@ -403,6 +421,12 @@ func (s *Slot) fire(now int64) {
 		i := s.st.due.peek()
 		if i < 0 || s.st.entries[i].deliverAt > now {
 			return
+		}
+		if e := &s.st.entries[i]; e.state == Pending && s.targetFull(e.target) {
+			s.st.due.pop()
+			s.park(e.target, i)
+			s.ready.Limited = LimitInFlight
+			continue
 		}
 		if e := &s.st.entries[i]; e.state == Pending && e.cold {
 			s.ready.Refill, s.refill = true, true
@@ -416,6 +440,7 @@ func (s *Slot) fire(now int64) {
 		e.state = Delivering
 		s.pending--
 		s.inFlight++
+		s.busyInc(e.target)
 		s.ready.Deliveries = append(s.ready.Deliveries, Delivery{
 			ID: e.id, Target: s.st.targets[e.target], DeliverAt: e.deliverAt, Header: s.st.header(e), Body: s.st.body(e),
 		})
@@ -447,7 +472,7 @@ func (s *Slot) maybeClose(now int64) {
 }
 
 func (s *Slot) wakeAt(now int64) int64 {
-	if s.inFlight >= s.cfg.MaxInFlight || s.refill {
+	if s.inFlight-s.stuck >= s.cfg.MaxInFlight || s.refill {
 		return 0 // confirmations, or the refill's Tick, wake it
 	}
 	for {
@@ -485,9 +510,67 @@ func (s *Slot) finish(e *entry, st State, at int64) {
 		s.pending--
 	case Delivering:
 		s.inFlight--
+		s.busyDec(e.target)
 	}
 	e.state, e.doneAt = st, at
 	s.st.drop(e)
+}
+
+// targetFull reports whether target t has MaxInFlightPerTarget deliveries
+// unconfirmed.
+func (s *Slot) targetFull(t uint32) bool {
+	return int(t) < len(s.busy) && int(s.busy[t]) >= s.cfg.MaxInFlightPerTarget
+}
+
+func (s *Slot) busyInc(t uint32) {
+	for int(t) >= len(s.busy) {
+		s.busy = append(s.busy, 0)
+	}
+	s.busy[t]++
+	if int(s.busy[t]) == s.cfg.MaxInFlightPerTarget {
+		s.stuck += s.cfg.MaxInFlightPerTarget
+	}
+}
+
+// busyDec counts a confirmation to target t and gives its parked entries
+// back to the due heap, as many pending ones as it now has room for.
+func (s *Slot) busyDec(t uint32) {
+	if int(s.busy[t]) == s.cfg.MaxInFlightPerTarget {
+		s.stuck -= s.cfg.MaxInFlightPerTarget
+	}
+	s.busy[t]--
+	if int(t) >= len(s.parked) {
+		return
+	}
+	q := s.parked[t]
+	room := s.cfg.MaxInFlightPerTarget - int(s.busy[t])
+	for len(q) > 0 && room > 0 {
+		i := q[0]
+		q = q[1:]
+		if s.st.entries[i].state == Pending { // cancelled ones just go
+			s.st.due.push(i)
+			room--
+		}
+	}
+	if len(q) == 0 {
+		q = nil // let a long queue's array go
+	}
+	s.parked[t] = q
+}
+
+// park keeps due entry i of target t aside until t has room. Entries come
+// in due order from the heap, except one scheduled (earlier) while others
+// were parked, so it goes in at its place.
+func (s *Slot) park(t uint32, i int32) {
+	for int(t) >= len(s.parked) {
+		s.parked = append(s.parked, nil)
+	}
+	q := s.parked[t]
+	j := len(q)
+	for j > 0 && s.st.due.less(i, q[j-1]) {
+		j--
+	}
+	s.parked[t] = slices.Insert(q, j, i)
 }
 
 func (s *Slot) reply(to any, st Status, e *entry) {

@@ -22,7 +22,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 // TestScenarios runs every testdata/*.txt script through a slot and
 // compares the whole trace with its .golden file. A script line is one of
 //
-//	config width=W maxinflight=N maxperstep=N
+//	config width=W maxinflight=N maxpertarget=N maxperstep=N maxbody=N
 //	NOW schedule NAME DELIVER_AT TARGET   (NAME names the message's id)
 //	NOW cancel NAME | NOW get NAME | NOW tick | NOW published NAME
 //	NOW dead NAME REASON...   the publisher dead-lettered it
@@ -109,6 +109,8 @@ func (sc *script) do(f []string) error {
 				sc.cfg.Index = int64(n)
 			case "maxinflight":
 				sc.cfg.MaxInFlight = n
+			case "maxpertarget":
+				sc.cfg.MaxInFlightPerTarget = n
 			case "maxperstep":
 				sc.cfg.MaxPerStep = n
 			case "maxbody":
