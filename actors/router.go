@@ -40,6 +40,7 @@ type (
 		pid       *actor.PID
 		handled   uint64
 		done      bool   // finished: nothing pending
+		wakeAt    int64  // Unix ms the slot's timer fires next; 0: none
 		closedSeq uint64 // >0: the slot is finished; purge up to here after retention
 		closedAt  int64
 	}
@@ -343,7 +344,12 @@ func (r *router) passivate(ctx actor.Context, m *passivate) {
 	if ref == nil || !ref.pid.Equal(m.pid) {
 		return
 	}
-	near := m.index <= r.horizon
+	// A slot whose timer is due within the horizon may have begun firing
+	// since it asked (its timer is not a command the router counts): it
+	// must stay, or its successor would fire again what it handed out.
+	// The horizon tick would pin it anyway; a clock that jumped gets here
+	// first.
+	near := m.index <= r.horizon || (m.wakeAt != 0 && m.wakeAt <= r.now()+r.env.horizonMs)
 	if ref.forwarded != m.handled || (near && !m.done) {
 		// A command is on its way, or the slot's time came near while it
 		// asked: it stays, and asks again once idle and allowed.

@@ -174,6 +174,10 @@ const (
 	appendRetryMax = 10 * time.Second
 )
 
+// MinReloadWait is appendBackoff's least value: a slot whose append failed
+// reloads, and fires again what it was delivering, no sooner than this.
+const MinReloadWait = appendRetry - appendRetry/4
+
 // appendBackoff is the wait after the fails-th failed append in a row of
 // slot index: the exponential step, less up to a quarter of it, chosen by
 // the slot and the count rather than a random source, so runs in the
@@ -340,7 +344,7 @@ func (a *slotActor) disarm() {
 // either finished or outside the activation horizon. The router decides,
 // because only it knows whether a command is on its way here.
 func (a *slotActor) maybePassivate(ctx actor.Context) {
-	if a.asked || a.core == nil || a.suspended || a.appending || a.core.Holding() || a.core.InFlight() > 0 {
+	if a.asked || a.core == nil || a.suspended || a.appending || a.tickQueue || a.core.Holding() || a.core.InFlight() > 0 {
 		return
 	}
 	done := a.core.Done()
@@ -348,7 +352,7 @@ func (a *slotActor) maybePassivate(ctx actor.Context) {
 		return
 	}
 	a.asked = true
-	req := &passivate{index: a.index, pid: a.self, handled: *a.handled, done: done}
+	req := &passivate{index: a.index, pid: a.self, handled: *a.handled, done: done, wakeAt: a.timerAt}
 	if a.core.Done() && a.core.Len() > 0 {
 		req.closedSeq, req.closedAt = a.lastSeq, a.core.ClosedAt()
 	}

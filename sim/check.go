@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/journal"
 	"github.com/tockd/tock/msgid"
@@ -28,7 +29,20 @@ func (s *simulator) handedOut(d slot.Delivery) {
 	if n < 0 {
 		return // delivered reports it as an integrity failure
 	}
-	s.ops[n].handedOut++
+	o := &s.ops[n]
+	o.handedOut++
+	s.hist(n, "handed out by incarnation %d (hand-out %d)", s.cur.n, o.handedOut)
+	// A message is fired again within one incarnation only by a reload
+	// after a failed append, which waits first: a journal that refuses
+	// writes must not have the same message published as fast as appends
+	// fail.
+	now := s.nowMs()
+	if o.handedOut > 1 && o.handedInc == s.cur.n && now-o.handedAt < actors.MinReloadWait.Milliseconds() {
+		s.fail("no-refire-storm", n, "%s handed out again %d ms after the hand-out before, by the same incarnation (a reload waits at least %v)",
+			d.ID, now-o.handedAt, actors.MinReloadWait)
+		return
+	}
+	o.handedAt, o.handedInc = now, s.cur.n
 	// A delivery rests on its Scheduled event alone; handing it out before
 	// that event is stored could publish a message whose schedule is then
 	// refused (the append fails and the producer hears 503).

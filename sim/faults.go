@@ -31,6 +31,7 @@ const (
 	faultCorruptRecord          // a record no tock wrote appears in a slot's journal
 	faultPublishReject          // the target refuses a message for good: it must be dead-lettered
 	faultTargetDown             // a target refuses every attempt for up to 30 s; the publisher retries
+	faultJournalFull            // the journal refuses every write for up to 30 s (max_bytes reached, disk full)
 	nFaults
 )
 
@@ -40,6 +41,7 @@ var faultNames = [nFaults]string{
 	faultPublishSlow: "publish-slow", faultCrash: "crash", faultCrashWriteStored: "crash-write-stored",
 	faultCrashWriteLost: "crash-write-lost", faultClockJump: "clock-jump", faultClockBack: "clock-back",
 	faultCorruptRecord: "corrupt-record", faultPublishReject: "publish-reject", faultTargetDown: "target-down",
+	faultJournalFull: "journal-full",
 }
 
 func (f fault) String() string { return faultNames[f] }
@@ -64,6 +66,7 @@ var faultPoints = [nFaults]string{
 	faultCorruptRecord:  "corruptRecord",
 	faultPublishReject:  "publishReject",
 	faultTargetDown:     "targetDown",
+	faultJournalFull:    "journalFull",
 }
 
 // Failpoints returns the full names of the simulator's failpoints.
@@ -101,6 +104,7 @@ var defaultRates = faultRates{
 	faultCorruptRecord:  5_000,
 	faultPublishReject:  5_000,
 	faultTargetDown:     2_000,
+	faultJournalFull:    500,
 }
 
 // exclusive lists fault kinds decided by one draw: their rates must not add

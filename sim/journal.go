@@ -15,6 +15,7 @@ import (
 var (
 	errStoreDown = errors.New("sim: journal write failed")
 	errAckLost   = errors.New("sim: journal acknowledgement lost")
+	errFull      = errors.New("sim: journal full")
 	errLoadFail  = errors.New("sim: journal read failed")
 )
 
@@ -25,10 +26,13 @@ var (
 // them were. Memory.Fail injects write faults; Memory.Complete queues the
 // done calls as tasks of the appending incarnation.
 type simJournal struct {
-	s       *simulator
-	mem     *journal.Memory
-	pending []pendingWrite
-	flushQd bool
+	s *simulator
+	// fullUntil: every write before this time (ms) is refused
+	// (faultJournalFull).
+	fullUntil int64
+	mem       *journal.Memory
+	pending   []pendingWrite
+	flushQd   bool
 
 	// What Memory holds, kept from the Fail hook's decisions (it alone
 	// decides whether a record is stored), so the checker can ask "is this
@@ -92,6 +96,13 @@ func newSimJournal(s *simulator) *simJournal {
 func (j *simJournal) decide(slot int64, events []journal.Event) (bool, error) {
 	store, err := true, error(nil)
 	if !j.quiet {
+		if now := j.s.nowMs(); now < j.fullUntil {
+			return false, errFull
+		} else if j.s.faults.draw(faultJournalFull) == faultJournalFull {
+			j.fullUntil = now + 1 + j.s.frng.Int64N(30_000)
+			j.s.hist(-1, "fault journal-full: every write refused until %s", fmtMs(j.fullUntil))
+			return false, errFull
+		}
 		f := j.s.faults.draw(faultAppendLost, faultAppendAckLost)
 		if f != faultNone {
 			j.s.hist(-1, "fault %s on slot %d: %s", f, slot, describe(events))

@@ -349,3 +349,21 @@ func TestTargetFaultsIsolated(t *testing.T) {
 		}
 	}
 }
+
+// TestJournalFullNoStorm: a journal that refuses every write for up to
+// 30 s at a time: slots back off before they reload and fire again
+// (no-refire-storm), and nothing acknowledged is lost.
+func TestJournalFullNoStorm(t *testing.T) {
+	for _, seed := range plantedSeeds {
+		cfg := plantedConfig()
+		cfg.Seed = seed
+		cfg.FaultRates = map[string]float64{"journalFull": 0.01}
+		rep, err := Run(cfg)
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		if rep.Faults["journal-full"] == 0 || rep.Delivered == 0 {
+			t.Errorf("seed %d: faults %v, %d delivered: the run did not exercise a full journal", seed, rep.Faults, rep.Delivered)
+		}
+	}
+}

@@ -43,6 +43,8 @@ type op struct {
 	deliveries  int32 // attempts that reached the target
 	dead        int32 // dead letters stored for it (its target refuses it)
 	handedOut   int32 // Publish calls: firing began
+	handedAt    int64 // the last Publish call's time, ms
+	handedInc   int   // the last Publish call's incarnation
 	firstAt     int64
 	lastInc     int
 	lastAckLost bool
