@@ -54,7 +54,13 @@ type slotActor struct {
 	// before reloading; commands meanwhile are answered Unavailable and
 	// confirmations dropped (the reload fires those messages again).
 	suspended bool
-	lastSeq   uint64 // sequence of the slot's last stored record
+	// settled: outcomes learned and not stored when an append failed
+	// (the failed batch's, those stepped after it, confirmations that
+	// came during the back-off); the reload records them rather than fire
+	// those messages again, so a journal that refuses writes for a while
+	// costs each delivered message no second delivery.
+	settled []slot.Published
+	lastSeq uint64 // sequence of the slot's last stored record
 
 	timer     clock.Timer
 	timerAt   int64
@@ -99,7 +105,9 @@ func (a *slotActor) Receive(ctx actor.Context) {
 		if m.owner == a && a.suspended {
 			a.suspended = false
 			a.load()
-			a.step(slot.Tick{})
+			settled := a.settled
+			a.settled = nil
+			a.step(slot.Resettle{Outcomes: settled})
 		}
 	case *tick:
 		a.tickQueue = false
@@ -114,9 +122,11 @@ func (a *slotActor) Receive(ctx actor.Context) {
 		}
 		a.step(slot.Tick{})
 	case *published:
-		if !a.suspended {
-			a.step(m.in)
+		if a.suspended {
+			a.settled = append(a.settled, m.in)
+			break
 		}
+		a.step(m.in)
 	case *stay:
 		a.asked = false
 		a.pinned = a.pinned || m.pinned
@@ -276,7 +286,10 @@ func (a *slotActor) onAppended(m *appended) {
 		a.env.stats.appendErrors.Add(1)
 		// Everything held was stepped on top of the failed events: none of
 		// it may be answered as done. Held deliveries are dropped; the
-		// reloaded slot fires them again from durable state.
+		// reloaded slot fires them again from durable state, except those
+		// whose outcome is known.
+		a.settled = append(a.settled, slot.Outcomes(m.events)...)
+		a.settled = append(a.settled, a.core.Unrecorded()...)
 		for _, r := range a.core.Abandon() {
 			respond(r.To, r.Result)
 		}

@@ -70,10 +70,7 @@ func drawSwarm(seed uint64, messages int) swarmDraw {
 			break
 		}
 	}
-	for k, name := range faultPoints {
-		if name == "" {
-			continue
-		}
+	drawRate := func(k fault) {
 		def := defaultRates[k]
 		switch x := rng.IntN(6); {
 		case def >= perMillion: // a planned fault: crash, clock jump
@@ -84,12 +81,22 @@ func drawSwarm(seed uint64, messages int) swarmDraw {
 			d.rates[k] = def << (x - 1) >> 2
 		}
 	}
+	for k, name := range faultPoints {
+		if name != "" && !lateFault(fault(k)) {
+			drawRate(fault(k))
+		}
+	}
 	// Drawn last, so the draws before it stay what they were. A third of
 	// the seeds get a body budget of a few bodies to a few thousand (the
 	// simulator's bodies are a few bytes), so slots load over it and the
 	// refill path runs.
 	if rng.IntN(3) == 0 {
 		d.slotMemory = logUniform(rng, 8, 4096)
+	}
+	for k := range faultPoints {
+		if lateFault(fault(k)) {
+			drawRate(fault(k))
+		}
 	}
 	// One seed in eight has faults only at targets, so that the isolated
 	// invariant (check.go) applies.
@@ -103,6 +110,10 @@ func drawSwarm(seed uint64, messages int) swarmDraw {
 	}
 	return d
 }
+
+// lateFault reports whether k's rate is drawn after the other settings:
+// fault kinds added later, so that adding them changed no earlier draw.
+func lateFault(k fault) bool { return k == faultTargetDown || k == faultJournalFull }
 
 // limitDraw is a flow limit: the slot package's default a quarter of the
 // time, else 1..most, small values as likely as large ones, so that

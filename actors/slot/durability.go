@@ -130,6 +130,13 @@ func (d *durability) holding() bool {
 	return d.sent != d.durable || len(d.unsent) > 0 || len(d.replies) > 0 || len(d.delivs) > 0
 }
 
+// Unrecorded returns the outcomes (see Outcomes) of the events stepped
+// and not yet handed out for appending: with those of a failed batch, what
+// a Resettle after the reload must carry over.
+func (s *Slot) Unrecorded() []Published {
+	return append(Outcomes(s.dur.unsent), Outcomes(s.ready.Events)...)
+}
+
 // Abandon is for a failed append: the slot is ahead of the journal and
 // must be dropped and recovered anew. It returns every reply still held,
 // answered Unavailable (nothing they said is promised), and forgets the

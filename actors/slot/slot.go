@@ -99,6 +99,29 @@ type Published struct {
 	Reason string
 }
 
+// Resettle gives a slot recovered after a failed append the outcomes the
+// slot before it learned and could not store (Outcomes of the failed
+// batch and of Unrecorded): each is recorded as if its confirmation came
+// now, rather than fired again. Outcomes for messages already settled are
+// ignored.
+type Resettle struct{ Outcomes []Published }
+
+// Outcomes returns the settlements that events record: a Published for
+// every Fired event, with Dead and the reason for every Dead one.
+func Outcomes(events []journal.Event) []Published {
+	var out []Published
+	for _, ev := range events {
+		switch ev.Kind {
+		case journal.Fired:
+			out = append(out, Published{ID: ev.ID})
+		case journal.Dead:
+			out = append(out, Published{ID: ev.ID, Dead: true, Reason: string(ev.Body)})
+		}
+	}
+	return out
+}
+
+func (Resettle) isInput()  {}
 func (Schedule) isInput()  {}
 func (Adopt) isInput()     {}
 func (Cancel) isInput()    {}
@@ -302,6 +325,10 @@ func (s *Slot) Step(now int64, in Input) {
 		s.get(in)
 	case Published:
 		s.delivered(now, in)
+	case Resettle:
+		for _, p := range in.Outcomes {
+			s.delivered(now, p)
+		}
 	case Persisted:
 		s.persisted = true
 	case Tick:
