@@ -98,6 +98,18 @@ type job struct {
 	reserved bool
 }
 
+// budget names the room j's publish takes and parks in: its target's, or
+// the dead-letter stream's once it is dead. Taking room under one name and
+// freeing it under another leaked the dead-letter stream's room until dead
+// letters (and then the refusing target's own deliveries, parked behind
+// them) waited for good.
+func (j *job) budget() string {
+	if j.dead != "" {
+		return DeadStream
+	}
+	return j.d.Target
+}
+
 // awaited is a stream publish waiting for its PubAck.
 type awaited struct {
 	job      *job
@@ -274,9 +286,9 @@ func (p *Publisher) send(j *job) bool {
 		p.retry(j, errors.New("failpoint publishFail"))
 		failpoint.Return(true)
 	})
-	msg, key := p.message(j.d), j.d.Target
+	msg, key := p.message(j.d), j.budget()
 	if j.dead != "" {
-		msg, key = p.deadMessage(j), DeadStream
+		msg = p.deadMessage(j)
 	} else if !p.captured(j.d.Target) {
 		p.unreserve(j) // the stream went away since it was parked
 		if !p.coreSure(j.d) {
@@ -325,7 +337,7 @@ func (p *Publisher) settle(token uint64) *job {
 	delete(p.waiting, token)
 	var resume *job
 	if a != nil {
-		resume = p.release(a.job.d.Target)
+		resume = p.release(a.job.budget())
 	}
 	p.mu.Unlock()
 	if resume != nil {
@@ -345,7 +357,7 @@ func (p *Publisher) unreserve(j *job) {
 	}
 	j.reserved = false
 	p.mu.Lock()
-	resume := p.release(j.d.Target)
+	resume := p.release(j.budget())
 	p.mu.Unlock()
 	if resume != nil {
 		p.enqueue(resume)
@@ -364,7 +376,7 @@ func (p *Publisher) release(target string) *job {
 
 // park holds j until its target and the publisher have room. p.mu held.
 func (p *Publisher) park(j *job) {
-	t := j.d.Target
+	t := j.budget()
 	if len(p.parked[t]) == 0 {
 		p.parkOrder = append(p.parkOrder, t)
 	}

@@ -529,3 +529,33 @@ func TestCoreTargetAfterAFreshListing(t *testing.T) {
 		t.Fatalf("core delivery: %v %v", m, err)
 	}
 }
+
+// Many dead letters through small budgets: each dead letter's PubAck
+// frees the room its publish took (the dead-letter stream's, not the
+// refusing target's), so dead letters never stall behind leaked room and
+// the refusing target's own count stays right for its next deliveries.
+func TestManyDeadLettersKeepBudgets(t *testing.T) {
+	e := newEnv(t, Config{MaxAckPending: 16, MaxAckPendingPerTarget: 4, MinBackoff: 5 * time.Millisecond})
+	dlq := e.deadStream()
+	e.stream(jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small.>"}, MaxMsgSize: 16})
+	var c confirmations
+	const n = 200
+	for i := range n {
+		d := delivery(i+1, "small.x")
+		d.Body = make([]byte, 100)
+		e.p.Publish(d, c.done(d.ID))
+	}
+	for i := range n {
+		if o := c.waitOutcome(t, delivery(i+1, "small.x").ID); !o.Dead {
+			t.Fatalf("message %d: outcome %+v, want dead", i+1, o)
+		}
+	}
+	if info, err := dlq.Info(context.Background()); err != nil || info.State.Msgs != n {
+		t.Fatalf("dead-letter stream: %v, %+v; want %d messages", err, info, n)
+	}
+	e.p.mu.Lock()
+	defer e.p.mu.Unlock()
+	if e.p.awaiting != 0 || len(e.p.perTarget) != 0 || len(e.p.parked) != 0 {
+		t.Errorf("after every PubAck: awaiting %d, per target %v, parked %d targets", e.p.awaiting, e.p.perTarget, len(e.p.parked))
+	}
+}

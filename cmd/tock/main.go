@@ -160,8 +160,8 @@ func commands() []*command {
 			name:     "bench",
 			synopsis: "(--all | --quick | --scenario LIST) [--json FILE] [--n NAME=N,...] [flags]",
 			summary:  "benchmark tock against plain JetStream and NATS native schedules",
-			detail: "Runs the scenarios ingest, burst, precision, bigload, capacity, recovery and\n" +
-				"durability, each against fresh `tock serve` children of --bin (default: this\n" +
+			detail: "Runs the scenarios ingest, burst, precision, isolation, bigload, capacity, recovery\n" +
+				"and durability, each against fresh `tock serve` children of --bin (default: this\n" +
 				"executable), and prints every figure next to its reference and target. --quick\n" +
 				"uses tiny sizes and does not assert targets. Exit status 1 when a scenario failed\n" +
 				"or a message was lost or early; missed targets are reported, not failures.",

@@ -1,0 +1,183 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tockd/tock/delivery"
+	"github.com/tockd/tock/gateway"
+	"github.com/tockd/tock/msgid"
+)
+
+// tIsolated: the healthy target's lateness p99 beside a target that
+// refuses everything (the fault-isolation issue's bound).
+var tIsolated = &Target{Op: LE, Limit: 10}
+
+// isolationRedrives is how many dead letters the scenario redrives once
+// the refusing stream is fixed.
+const isolationRedrives = 100
+
+// isolation: n messages to a stream that refuses every one (over its
+// maximum message size) and n to a healthy stream, due over the same
+// span. The healthy target's lateness is compared with the same load
+// alone, on the same server, just before; every refused message must be
+// dead-lettered, get must say dead, and a redrive after the stream is
+// fixed must deliver.
+func (r *runner) isolation(ctx context.Context) error {
+	n := r.o.SizeOf("isolation")
+	span := 10 * time.Second
+	if r.o.Quick {
+		span = 3 * time.Second
+	}
+	lead := r.o.leadFor(2*n, 5*time.Second, 3*time.Second)
+	c, nc, err := r.newChildWithStream(ctx, "isolation", targetStream("BENCH_GOOD", "bench.good.>"))
+	if err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	bad := jetstream.StreamConfig{Name: "BENCH_BAD", Subjects: []string{"bench.bad"}, MaxMsgSize: 64}
+	if _, err := js.CreateStream(ctx, bad); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	rc, err := c.connect("bench-receiver")
+	if err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	defer rc.Close()
+	alone, beside := newLatencyRecorder(n), newLatencyRecorder(n)
+	for subject, rec := range map[string]*latencyRecorder{"bench.good.alone": alone, "bench.good.beside": beside} {
+		sub, err := rc.Subscribe(subject, func(m *nats.Msg) {
+			id, idErr := msgid.Parse(m.Header.Get(delivery.HeaderID))
+			due, err := time.Parse(time.RFC3339Nano, m.Header.Get(delivery.HeaderDeliverAt))
+			if idErr != nil || err != nil {
+				rec.mu.Lock()
+				rec.bad++
+				rec.mu.Unlock()
+				return
+			}
+			rec.record(time.Now(), id, due)
+		})
+		if err != nil {
+			return fmt.Errorf("isolation: subscribe: %w", err)
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		defer sub.Unsubscribe()
+	}
+	if err := rc.Flush(); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+
+	// The healthy load alone.
+	T0 := time.Now().Add(lead)
+	accAlone := newAcceptedSet(n)
+	if _, _, err := r.tockIngest(ctx, c, "isolation alone", "bench.good.alone", n, spread(T0, span, n), accAlone.add, nil); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	if err := r.waitArrivals(ctx, "isolation alone", n, alone.unique, T0.Add(span+30*time.Second)); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+
+	// The same beside the refused load, due over the same span: the
+	// refused messages are accepted first, so each one is due just before
+	// a healthy one.
+	T1 := time.Now().Add(lead)
+	accBad, accGood := newAcceptedSet(n), newAcceptedSet(n)
+	if _, _, err := r.tockIngest(ctx, c, "isolation refused", "bench.bad", n, spread(T1, span, n), accBad.add, nil); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	if _, _, err := r.tockIngest(ctx, c, "isolation healthy", "bench.good.beside", n, spread(T1, span, n), accGood.add, nil); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	if late := time.Since(T1); late > 0 {
+		r.rep.note("isolation: accepting ended %v after the first deliver time", late.Round(time.Millisecond))
+	}
+	if err := r.waitArrivals(ctx, "isolation healthy", n, beside.unique, T1.Add(span+30*time.Second)); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	last := T1.Add(span)
+	var dead uint64
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		s, err := js.Stream(ctx, delivery.DeadStream)
+		if err == nil {
+			dead = s.CachedInfo().State.Msgs
+		}
+		if dead >= uint64(n) {
+			break
+		}
+	}
+	deadBy := time.Since(last)
+
+	aloneSt, besideSt := r.isolationStats(alone, accAlone), r.isolationStats(beside, accGood)
+	ref := "the healthy load alone"
+	r.rep.add("isolation", "healthy lateness p50", UnitMs, besideSt.p50, ref, aloneSt.p50, nil, "")
+	r.rep.add("isolation", "healthy lateness p99", UnitMs, besideSt.p99, ref, aloneSt.p99, tIsolated, "")
+	r.rep.add("isolation", "healthy lateness max", UnitMs, besideSt.max, ref, aloneSt.max, nil, "")
+	r.rep.value("isolation", "dead letters", UnitCount, float64(dead), &Target{Op: EQ, Limit: float64(n)}, "refused messages in "+delivery.DeadStream)
+	r.rep.value("isolation", "last dead letter after the last deliver time", UnitSec, deadBy.Seconds(), nil, "an upper bound: polled every 50 ms")
+
+	// get says dead; a redrive after the fix delivers.
+	id, _ := accBad.first()
+	var g gateway.GetResponse
+	if res, err := nc.Request(gateway.PrefixGet+id.String(), nil, 5*time.Second); err != nil || json.Unmarshal(res.Data, &g) != nil || g.State != "dead" || g.DeadReason == "" {
+		r.rep.fail("isolation: get of a refused message: %v %+v", err, g)
+	}
+	bad.MaxMsgSize = -1
+	if _, err := js.UpdateStream(ctx, bad); err != nil {
+		return fmt.Errorf("isolation: fix the stream: %w", err)
+	}
+	redriven := 0
+	accBad.mu.Lock()
+	ids := append([]msgid.ID(nil), accBad.ids[:min(isolationRedrives, n)]...)
+	accBad.mu.Unlock()
+	for _, id := range ids {
+		if res, err := nc.Request(gateway.PrefixRedrive+id.String(), nil, 5*time.Second); err == nil && json.Valid(res.Data) && !isErrorReply(res.Data) {
+			redriven++
+		}
+	}
+	var stored uint64
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if s, err := js.Stream(ctx, "BENCH_BAD"); err == nil {
+			stored = s.CachedInfo().State.Msgs
+		}
+		if stored >= uint64(len(ids)) {
+			break
+		}
+	}
+	r.rep.value("isolation", "redriven and delivered", UnitCount, float64(stored), &Target{Op: EQ, Limit: float64(len(ids))},
+		fmt.Sprintf("of %d redriven after the stream was fixed", redriven))
+	r.rep.note("isolation: %s messages to a stream that refuses each (max_msg_size 64, %d-byte bodies) and %s to a healthy one, due over the same %v; lateness = core-subscription receive time − Tock-Deliver-At; the reference is the healthy load alone just before, on the same server",
+		groupThousands(int64(n)), r.o.Size, groupThousands(int64(n)), span)
+	return nil
+}
+
+// isolationStats summarises rec and fails the run on early, lost or
+// malformed deliveries.
+func (r *runner) isolationStats(rec *latencyRecorder, acc *acceptedSet) latencyStats {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.early > 0 {
+		r.rep.fail("isolation: %d messages delivered before their deliver time", rec.early)
+	}
+	if missing := acc.missing(rec.seen); missing > 0 {
+		r.rep.fail("isolation: %d acknowledged messages never arrived", missing)
+	}
+	if rec.bad > 0 {
+		r.rep.fail("isolation: %d deliveries without a valid Tock-Id or Tock-Deliver-At", rec.bad)
+	}
+	return summarize(rec.late)
+}
+
+// isErrorReply reports whether a tock reply is an error.
+func isErrorReply(data []byte) bool {
+	var e gateway.ErrorResponse
+	return json.Unmarshal(data, &e) == nil && e.Error != nil
+}
