@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tockd/tock/delivery"
@@ -55,21 +54,10 @@ func (r *runner) isolation(ctx context.Context) error {
 	defer rc.Close()
 	alone, beside := newLatencyRecorder(n), newLatencyRecorder(n)
 	for subject, rec := range map[string]*latencyRecorder{"bench.good.alone": alone, "bench.good.beside": beside} {
-		sub, err := rc.Subscribe(subject, func(m *nats.Msg) {
-			id, idErr := msgid.Parse(m.Header.Get(delivery.HeaderID))
-			due, err := time.Parse(time.RFC3339Nano, m.Header.Get(delivery.HeaderDeliverAt))
-			if idErr != nil || err != nil {
-				rec.mu.Lock()
-				rec.bad++
-				rec.mu.Unlock()
-				return
-			}
-			rec.record(time.Now(), id, due)
-		})
+		sub, err := rec.subscribe(rc, subject)
 		if err != nil {
-			return fmt.Errorf("isolation: subscribe: %w", err)
+			return fmt.Errorf("isolation: %w", err)
 		}
-		_ = sub.SetPendingLimits(-1, -1)
 		defer sub.Unsubscribe()
 	}
 	if err := rc.Flush(); err != nil {
@@ -154,7 +142,56 @@ func (r *runner) isolation(ctx context.Context) error {
 	}
 	r.rep.value("isolation", "redriven and delivered", UnitCount, float64(stored), &Target{Op: EQ, Limit: float64(len(ids))},
 		fmt.Sprintf("of %d redriven after the stream was fixed", redriven))
-	r.rep.note("isolation: %s messages to a stream that refuses each (max_msg_size 64, %d-byte bodies) and %s to a healthy one, due over the same %v; lateness = core-subscription receive time − Tock-Deliver-At; the reference is the healthy load alone just before, on the same server",
+
+	// The same beside a stream that is full: a transient refusal, retried
+	// under the default policy (24 h) until the stream has room.
+	full := jetstream.StreamConfig{Name: "BENCH_FULL", Subjects: []string{"bench.full"}, MaxMsgs: 1, Discard: jetstream.DiscardNew}
+	if _, err := js.CreateStream(ctx, full); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	if _, err := js.Publish(ctx, "bench.full", nil); err != nil {
+		return fmt.Errorf("isolation: fill the stream: %w", err)
+	}
+	besideFull := newLatencyRecorder(n)
+	sub, err := besideFull.subscribe(rc, "bench.good.full")
+	if err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	defer sub.Unsubscribe()
+	if err := rc.Flush(); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	T2 := time.Now().Add(lead)
+	accGoodFull := newAcceptedSet(n)
+	if _, _, err := r.tockIngest(ctx, c, "isolation full", "bench.full", n, spread(T2, span, n), nil, nil); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	if _, _, err := r.tockIngest(ctx, c, "isolation healthy (full)", "bench.good.full", n, spread(T2, span, n), accGoodFull.add, nil); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	if err := r.waitArrivals(ctx, "isolation healthy (full)", n, besideFull.unique, T2.Add(span+30*time.Second)); err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+	fullSt := r.isolationStats(besideFull, accGoodFull)
+	r.rep.add("isolation", "healthy lateness p99 beside a full stream", UnitMs, fullSt.p99, ref, aloneSt.p99, tIsolated, "")
+	r.rep.add("isolation", "healthy lateness max beside a full stream", UnitMs, fullSt.max, ref, aloneSt.max, nil, "")
+	full.MaxMsgs = -1
+	if _, err := js.UpdateStream(ctx, full); err != nil {
+		return fmt.Errorf("isolation: give the full stream room: %w", err)
+	}
+	fixedAt := time.Now()
+	var got uint64
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if s, err := js.Stream(ctx, "BENCH_FULL"); err == nil {
+			got = s.CachedInfo().State.Msgs - 1
+		}
+		if got >= uint64(n) {
+			break
+		}
+	}
+	r.rep.value("isolation", "full stream's messages delivered once it had room", UnitCount, float64(got), &Target{Op: EQ, Limit: float64(n)},
+		fmt.Sprintf("within %.1f s of the fix (retries back off up to 5 s)", time.Since(fixedAt).Seconds()))
+	r.rep.note("isolation: %s messages to a stream that refuses each (max_msg_size 64, %d-byte bodies) and %s to a healthy one, due over the same %v; then the same beside a full stream (max_msgs 1, discard new: refused, retried); lateness = core-subscription receive time − Tock-Deliver-At; the reference is the healthy load alone just before, on the same server",
 		groupThousands(int64(n)), r.o.Size, groupThousands(int64(n)), span)
 	return nil
 }

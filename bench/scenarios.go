@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tockd/tock/delivery"
 	"github.com/tockd/tock/msgid"
 )
 
@@ -468,6 +469,29 @@ func (l *latencyRecorder) record(now time.Time, id msgid.ID, due time.Time) {
 	l.late = append(l.late, now.Sub(due))
 }
 
+// subscribe records every delivery on subject, received by a core
+// subscription of nc without a pending limit: lateness is the receive time
+// less its Tock-Deliver-At.
+func (l *latencyRecorder) subscribe(nc *nats.Conn, subject string) (*nats.Subscription, error) {
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		now := time.Now()
+		id, idErr := msgid.Parse(m.Header.Get(delivery.HeaderID))
+		due, err := time.Parse(time.RFC3339Nano, m.Header.Get(delivery.HeaderDeliverAt))
+		if idErr != nil || err != nil {
+			l.mu.Lock()
+			l.bad++
+			l.mu.Unlock()
+			return
+		}
+		l.record(now, id, due)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	return sub, nil
+}
+
 func (l *latencyRecorder) unique() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -493,22 +517,10 @@ func (r *runner) precision(ctx context.Context) error {
 	}
 	defer rc.Close()
 	rec := newLatencyRecorder(n)
-	sub, err := rc.Subscribe("bench.precision", func(m *nats.Msg) {
-		now := time.Now()
-		id, idErr := msgid.Parse(m.Header.Get("Tock-Id"))
-		due, err := time.Parse(time.RFC3339Nano, m.Header.Get("Tock-Deliver-At"))
-		if idErr != nil || err != nil {
-			rec.mu.Lock()
-			rec.bad++
-			rec.mu.Unlock()
-			return
-		}
-		rec.record(now, id, due)
-	})
+	sub, err := rec.subscribe(rc, "bench.precision")
 	if err != nil {
-		return fmt.Errorf("precision: subscribe: %w", err)
+		return fmt.Errorf("precision: %w", err)
 	}
-	_ = sub.SetPendingLimits(-1, -1)
 	if err := rc.Flush(); err != nil {
 		return fmt.Errorf("precision: %w", err)
 	}
