@@ -450,9 +450,12 @@ func (s *Slot) fire(now int64) {
 			return
 		}
 		if e := &s.st.entries[i]; e.state == Pending && s.targetFull(e.target) {
+			s.ready.Limited = LimitInFlight
+			if len(s.st.targets) == 1 {
+				return // no other target to let past: wait, as at MaxInFlight
+			}
 			s.st.due.pop()
 			s.park(e.target, i)
-			s.ready.Limited = LimitInFlight
 			continue
 		}
 		if e := &s.st.entries[i]; e.state == Pending && e.cold {
@@ -510,6 +513,10 @@ func (s *Slot) wakeAt(now int64) int64 {
 		if e := &s.st.entries[i]; e.state != Pending {
 			s.st.due.pop() // drop cancelled entries so the timer is not armed for them
 			continue
+		} else if e.deliverAt <= now && len(s.st.targets) == 1 && s.targetFull(e.target) {
+			// Due, and fire waits for the slot's one target (with more,
+			// fire parks it and goes on): a confirmation wakes it.
+			return 0
 		} else {
 			return max(e.deliverAt, now)
 		}
