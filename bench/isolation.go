@@ -92,16 +92,7 @@ func (r *runner) isolation(ctx context.Context) error {
 		return fmt.Errorf("isolation: %w", err)
 	}
 	last := T1.Add(span)
-	var dead uint64
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		s, err := js.Stream(ctx, delivery.DeadStream)
-		if err == nil {
-			dead = s.CachedInfo().State.Msgs
-		}
-		if dead >= uint64(n) {
-			break
-		}
-	}
+	dead := waitStreamMsgs(ctx, js, delivery.DeadStream, uint64(n), 30*time.Second)
 	deadBy := time.Since(last)
 
 	aloneSt, besideSt := r.isolationStats(alone, accAlone), r.isolationStats(beside, accGood)
@@ -131,15 +122,7 @@ func (r *runner) isolation(ctx context.Context) error {
 			redriven++
 		}
 	}
-	var stored uint64
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if s, err := js.Stream(ctx, "BENCH_BAD"); err == nil {
-			stored = s.CachedInfo().State.Msgs
-		}
-		if stored >= uint64(len(ids)) {
-			break
-		}
-	}
+	stored := waitStreamMsgs(ctx, js, "BENCH_BAD", uint64(len(ids)), 30*time.Second)
 	r.rep.value("isolation", "redriven and delivered", UnitCount, float64(stored), &Target{Op: EQ, Limit: float64(len(ids))},
 		fmt.Sprintf("of %d redriven after the stream was fixed", redriven))
 
@@ -180,15 +163,8 @@ func (r *runner) isolation(ctx context.Context) error {
 		return fmt.Errorf("isolation: give the full stream room: %w", err)
 	}
 	fixedAt := time.Now()
-	var got uint64
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if s, err := js.Stream(ctx, "BENCH_FULL"); err == nil {
-			got = s.CachedInfo().State.Msgs - 1
-		}
-		if got >= uint64(n) {
-			break
-		}
-	}
+	got := waitStreamMsgs(ctx, js, "BENCH_FULL", uint64(n)+1, 60*time.Second)
+	got -= min(got, 1) // the filler
 	r.rep.value("isolation", "full stream's messages delivered once it had room", UnitCount, float64(got), &Target{Op: EQ, Limit: float64(n)},
 		fmt.Sprintf("within %.1f s of the fix (retries back off up to 5 s)", time.Since(fixedAt).Seconds()))
 	r.rep.note("isolation: %s messages to a stream that refuses each (max_msg_size 64, %d-byte bodies) and %s to a healthy one, due over the same %v; then the same beside a full stream (max_msgs 1, discard new: refused, retried); lateness = core-subscription receive time − Tock-Deliver-At; the reference is the healthy load alone just before, on the same server",
@@ -211,6 +187,21 @@ func (r *runner) isolationStats(rec *latencyRecorder, acc *acceptedSet) latencyS
 		r.rep.fail("isolation: %d deliveries without a valid Tock-Id or Tock-Deliver-At", rec.bad)
 	}
 	return summarize(rec.late)
+}
+
+// waitStreamMsgs polls stream every 50 ms until it holds want messages or
+// wait passes, and returns what it last held.
+func waitStreamMsgs(ctx context.Context, js jetstream.JetStream, stream string, want uint64, wait time.Duration) uint64 {
+	var got uint64
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if s, err := js.Stream(ctx, stream); err == nil {
+			got = s.CachedInfo().State.Msgs
+		}
+		if got >= want {
+			break
+		}
+	}
+	return got
 }
 
 // isErrorReply reports whether a tock reply is an error.
