@@ -161,6 +161,10 @@ type Publisher struct {
 	perTarget map[string]int
 	parked    map[string][]*job
 	parkOrder []string
+	// resuming counts, per target, unparked jobs on their way back through
+	// the queue: a newer job to that target parks behind them, or it could
+	// overtake them while they travel.
+	resuming map[string]int
 	// unlisted are deliveries to a target no stream captured in a listing
 	// older than them, waiting for a newer one (coreSure).
 	unlisted []*job
@@ -185,7 +189,8 @@ func New(nc *nats.Conn, clk clock.Clock, cfg Config, log *slog.Logger) (*Publish
 	p := &Publisher{
 		nc: nc, js: js, clk: clk, cfg: cfg, log: log,
 		inbox: nc.NewInbox(), perTarget: make(map[string]int), parked: make(map[string][]*job),
-		wake: make(chan struct{}, 1), relist: make(chan struct{}, 1),
+		resuming: make(map[string]int),
+		wake:     make(chan struct{}, 1), relist: make(chan struct{}, 1),
 		waiting: make(map[uint64]*awaited), quit: make(chan struct{}),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -306,8 +311,10 @@ func (p *Publisher) send(j *job) bool {
 	switch t := key; {
 	case j.reserved:
 		j.reserved = false // unpark counted it already
-	case p.awaiting >= p.cfg.MaxAckPending || p.perTarget[t] >= p.cfg.MaxAckPendingPerTarget || len(p.parked[t]) > 0:
-		// Behind the target's parked jobs too, so it keeps its order.
+		p.resumed(t)
+	case p.awaiting >= p.cfg.MaxAckPending || p.perTarget[t] >= p.cfg.MaxAckPendingPerTarget ||
+		len(p.parked[t]) > 0 || p.resuming[t] > 0:
+		// Behind the target's parked and resuming jobs too, so it keeps its order.
 		p.park(j)
 		p.mu.Unlock()
 		return true
@@ -357,6 +364,7 @@ func (p *Publisher) unreserve(j *job) {
 	}
 	j.reserved = false
 	p.mu.Lock()
+	p.resumed(j.budget())
 	resume := p.release(j.budget())
 	p.mu.Unlock()
 	if resume != nil {
@@ -372,6 +380,13 @@ func (p *Publisher) release(target string) *job {
 		delete(p.perTarget, target)
 	}
 	return p.unpark()
+}
+
+// resumed notes that an unparked job to target left the queue. p.mu held.
+func (p *Publisher) resumed(target string) {
+	if p.resuming[target]--; p.resuming[target] <= 0 {
+		delete(p.resuming, target)
+	}
 }
 
 // park holds j until its target and the publisher have room. p.mu held.
@@ -400,6 +415,7 @@ func (p *Publisher) unpark() *job {
 		j.reserved = true
 		p.awaiting++
 		p.perTarget[t]++
+		p.resuming[t]++
 		q[0] = nil
 		if q = q[1:]; len(q) == 0 {
 			delete(p.parked, t)
