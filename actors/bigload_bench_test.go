@@ -141,7 +141,7 @@ type timedJournal struct {
 	count int
 }
 
-func (j *timedJournal) Scan(ctx context.Context, idx int64, fn func([]journal.Event) error) (uint64, error) {
+func (j *timedJournal) Scan(ctx context.Context, idx int64, fn func(uint64, []journal.Event) error) (uint64, error) {
 	if idx != j.slot {
 		return j.Journal.Scan(ctx, idx, fn)
 	}
@@ -151,7 +151,7 @@ func (j *timedJournal) Scan(ctx context.Context, idx int64, fn func([]journal.Ev
 	if j.whole {
 		var evs []journal.Event
 		if evs, seq, err = j.Journal.Load(ctx, idx); err == nil {
-			err = fn(evs)
+			err = fn(seq, evs)
 		}
 	} else {
 		seq, err = j.Journal.Scan(ctx, idx, fn)

@@ -90,7 +90,7 @@ func (j *testJournal) Append(slot int64, events []journal.Event, done func(uint6
 
 // Scan is how slot actors load: it waits at the slot's gate, fails as
 // many times as planned, and counts the loads that went through.
-func (j *testJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+func (j *testJournal) Scan(ctx context.Context, slot int64, fn func(uint64, []journal.Event) error) (uint64, error) {
 	j.mu.Lock()
 	if gate := j.gates[slot]; gate != nil {
 		j.waiting[slot]++

@@ -445,9 +445,9 @@ func (e *env) purge(ctx context.Context, p purgeEntry) *purgeDone {
 // reports whether messages are left pending.
 func (e *env) pendingAfterReplay(ctx context.Context, idx int64) (bool, error) {
 	core := slot.New(slot.Config{Index: idx, Width: e.widthMs, MaxBodyBytes: 1})
-	_, err := e.journal.Scan(ctx, idx, func(events []journal.Event) error {
+	_, err := e.journal.Scan(ctx, idx, func(rec uint64, events []journal.Event) error {
 		for i := range events {
-			core.Recover(events[i])
+			core.Recover(rec, events[i])
 		}
 		return nil
 	})

@@ -242,8 +242,10 @@ type Stats struct {
 	SlotsPurged     int64 `json:"slots_purged"`
 	AppendErrors    int64 `json:"append_errors"`
 	// Refills counts the reads of a slot's records for bodies left in the
-	// journal by its body budget.
-	Refills int64 `json:"refills"`
+	// journal by its body budget; RefillScans those of them that had to
+	// read the whole slot, the records named having moved.
+	Refills     int64 `json:"refills"`
+	RefillScans int64 `json:"refill_scans"`
 }
 
 // Stats asks the router for a snapshot.
@@ -294,7 +296,7 @@ func (s *Scheduler) Stop(timeout time.Duration) error {
 
 type stats struct {
 	resident, scheduled, cancelled, fired, dead, loads, purged, appendErrors atomic.Int64
-	limitedPerStep, limitedInFlight, refills                                 atomic.Int64
+	limitedPerStep, limitedInFlight, refills, refillScans                    atomic.Int64
 }
 
 func (st *stats) limit(l slot.Limit) {
@@ -324,6 +326,6 @@ func (st *stats) snapshot(active int) Stats {
 		ActiveSlots: active, ResidentEntries: st.resident.Load(),
 		Scheduled: st.scheduled.Load(), Cancelled: st.cancelled.Load(), Fired: st.fired.Load(), Dead: st.dead.Load(),
 		SlotLoads: st.loads.Load(), SlotsPurged: st.purged.Load(), AppendErrors: st.appendErrors.Load(),
-		Refills: st.refills.Load(),
+		Refills: st.refills.Load(), RefillScans: st.refillScans.Load(),
 	}
 }

@@ -479,7 +479,12 @@ func TestBodyBudget(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("bodies delivered (-want +got):\n%s", diff)
 	}
-	if n := h.stats().Refills; n < 5 {
-		t.Errorf("%d refills for 20 bodies with room for about 3", n)
+	st := h.stats()
+	if st.Refills < 5 {
+		t.Errorf("%d refills for 20 bodies with room for about 3", st.Refills)
+	}
+	// Each refill read the records it needed, not the whole slot again.
+	if ok, _ := h.j.loadCounts(slotOfTime(at, h.cfg.SlotWidth)); ok != 1 || st.RefillScans != 0 {
+		t.Errorf("the slot was scanned %d times (%d by refills), want once: its load", ok, st.RefillScans)
 	}
 }

@@ -148,9 +148,9 @@ func (a *slotActor) load() {
 	// events all at once beside the store they are copied into, and its
 	// load makes no more garbage than one record's worth at a time.
 	var y yielder
-	seq, err := a.env.journal.Scan(ctx, a.index, func(events []journal.Event) error {
+	seq, err := a.env.journal.Scan(ctx, a.index, func(rec uint64, events []journal.Event) error {
 		for i := range events {
-			core.Recover(events[i])
+			core.Recover(rec, events[i])
 		}
 		y.done(len(events))
 		return nil
@@ -245,18 +245,23 @@ func (a *slotActor) step(in slot.Input) {
 }
 
 // refill brings back the bodies of the next cold messages (the slot
-// loaded over its body budget), then ticks the slot to fire them; a
-// failed read is retried with back-off.
+// loaded over its body budget) from the records that hold them, or from
+// the whole slot if some are no longer there, then ticks the slot to fire
+// them; a failed read is retried with back-off.
 func (a *slotActor) refill() {
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
-	a.core.BeginRefill()
 	var y yielder
-	_, err := a.env.journal.Scan(ctx, a.index, func(events []journal.Event) error {
-		a.core.RefillEvents(events)
+	keep := func(rec uint64, events []journal.Event) error {
+		a.core.RefillEvents(rec, events)
 		y.done(len(events))
 		return nil
-	})
+	}
+	err := a.env.journal.Read(ctx, a.index, a.core.BeginRefill(), keep)
+	if err == nil && a.core.Missing() > 0 {
+		a.env.stats.refillScans.Add(1)
+		_, err = a.env.journal.Scan(ctx, a.index, keep)
+	}
 	missing := a.core.EndRefill()
 	if err == nil && missing > 0 {
 		err = fmt.Errorf("%d bodies not found in the journal", missing)

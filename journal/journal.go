@@ -83,13 +83,21 @@ type Journal interface {
 	// with each other: callers must not modify them.
 	Load(ctx context.Context, slot int64) ([]Event, uint64, error)
 	// Scan passes slot's stored events to fn in order, a record's worth
-	// at a time, as Load would return them, and returns the sequence of its
-	// last record. The slice is fn's only during the call (its memory is
-	// reused); bodies and headers stay valid but must not be modified. A
-	// big slot so loads with one record in memory beside what fn keeps,
-	// instead of all of them. An error from fn ends the scan and is
-	// returned as is.
-	Scan(ctx context.Context, slot int64, fn func([]Event) error) (uint64, error)
+	// at a time with the record's sequence, as Load would return them, and
+	// returns the sequence of its last record. The slice is fn's only
+	// during the call (its memory is reused); bodies and headers stay
+	// valid but must not be modified. A big slot so loads with one record
+	// in memory beside what fn keeps, instead of all of them. An error
+	// from fn ends the scan and is returned as is.
+	Scan(ctx context.Context, slot int64, fn func(seq uint64, events []Event) error) (uint64, error)
+	// Read passes the records of slot with the given sequences (as Scan
+	// reported them, ascending) to fn, in that order and as Scan would.
+	// A sequence that holds no record of slot any more (purged, or moved
+	// by the journal's layout) is skipped: the caller learns of it from
+	// what fn did not get, and can Scan instead. A slot that keeps only
+	// some bodies in memory so brings back the ones it needs without
+	// reading the rest of the slot again.
+	Read(ctx context.Context, slot int64, seqs []uint64, fn func(seq uint64, events []Event) error) error
 	// Tail returns the events of slot's last record and its sequence; no
 	// events and 0 if the slot has none.
 	Tail(ctx context.Context, slot int64) ([]Event, uint64, error)

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -198,7 +199,7 @@ func (m *Memory) Quarantined() QuarantineStats { return m.quar.Stats() }
 
 // Scan passes slot's records to fn one at a time; headers are copies,
 // bodies are the stored ones (fn must not modify them).
-func (m *Memory) Scan(ctx context.Context, slot int64, fn func([]Event) error) (uint64, error) {
+func (m *Memory) Scan(ctx context.Context, slot int64, fn func(seq uint64, events []Event) error) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("load slot %d: %w", slot, err)
 	}
@@ -218,7 +219,7 @@ func (m *Memory) Scan(ctx context.Context, slot int64, fn func([]Event) error) (
 			ev.Header = cloneHeader(ev.Header)
 			buf = append(buf, ev)
 		}
-		if err := fn(buf); err != nil {
+		if err := fn(r.seq, buf); err != nil {
 			return 0, err
 		}
 	}
@@ -226,6 +227,37 @@ func (m *Memory) Scan(ctx context.Context, slot int64, fn func([]Event) error) (
 		return 0, nil
 	}
 	return recs[len(recs)-1].seq, nil
+}
+
+// Read passes the records of slot with the given sequences, like Scan.
+func (m *Memory) Read(ctx context.Context, slot int64, seqs []uint64, fn func(seq uint64, events []Event) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("read slot %d: %w", slot, err)
+	}
+	m.mu.Lock()
+	all := m.slots[slot]
+	var recs []memRecord
+	for _, seq := range seqs {
+		if i, ok := slices.BinarySearchFunc(all, seq, func(r memRecord, seq uint64) int { return cmp.Compare(r.seq, seq) }); ok {
+			recs = append(recs, all[i])
+		}
+	}
+	m.mu.Unlock()
+	var buf []Event
+	for _, r := range recs {
+		buf = buf[:0]
+		for _, ev := range m.read(slot, r) {
+			ev.Header = cloneHeader(ev.Header)
+			buf = append(buf, ev)
+		}
+		if len(buf) == 0 {
+			continue
+		}
+		if err := fn(r.seq, buf); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Tail returns a copy of slot's last record.

@@ -242,7 +242,7 @@ func (j *simJournal) Load(ctx context.Context, slot int64) ([]journal.Event, uin
 }
 
 // Scan is Load's streaming form, with the same faults.
-func (j *simJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+func (j *simJournal) Scan(ctx context.Context, slot int64, fn func(uint64, []journal.Event) error) (uint64, error) {
 	j.corrupt(slot)
 	if j.watched(slot) {
 		evs, seq, _ := j.memLoad(ctx, slot)
@@ -258,6 +258,18 @@ func (j *simJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Eve
 	}
 	j.checkQuarantine()
 	return seq, err
+}
+
+// Read is a refill's read of some records, with Scan's faults.
+func (j *simJournal) Read(ctx context.Context, slot int64, seqs []uint64, fn func(uint64, []journal.Event) error) error {
+	j.corrupt(slot)
+	if !j.quiet && j.s.faults.draw(faultLoadFail) == faultLoadFail {
+		j.s.hist(-1, "fault load-fail on a read of slot %d", slot)
+		return fmt.Errorf("read slot %d: %w", slot, errLoadFail)
+	}
+	err := j.mem.Read(ctx, slot, seqs, fn)
+	j.checkQuarantine()
+	return err
 }
 
 func (j *simJournal) Tail(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {

@@ -117,9 +117,9 @@ func TestFiredAckCheckClean(t *testing.T) {
 // what it had delivered and recorded.
 type firedIgnoringJournal struct{ journal.Journal }
 
-func (j firedIgnoringJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
-	return j.Journal.Scan(ctx, slot, func(evs []journal.Event) error {
-		return fn(without(evs, journal.Fired))
+func (j firedIgnoringJournal) Scan(ctx context.Context, slot int64, fn func(uint64, []journal.Event) error) (uint64, error) {
+	return j.Journal.Scan(ctx, slot, func(seq uint64, evs []journal.Event) error {
+		return fn(seq, without(evs, journal.Fired))
 	})
 }
 
@@ -146,9 +146,9 @@ func TestCheckerBitesIgnoredFired(t *testing.T) {
 // a slot reloaded after a cancel was acknowledged ignores it.
 type cancelForgettingJournal struct{ journal.Journal }
 
-func (j cancelForgettingJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
-	return j.Journal.Scan(ctx, slot, func(evs []journal.Event) error {
-		return fn(without(evs, journal.Cancelled))
+func (j cancelForgettingJournal) Scan(ctx context.Context, slot int64, fn func(uint64, []journal.Event) error) (uint64, error) {
+	return j.Journal.Scan(ctx, slot, func(seq uint64, evs []journal.Event) error {
+		return fn(seq, without(evs, journal.Cancelled))
 	})
 }
 
@@ -259,10 +259,10 @@ type forgingJournal struct {
 	widthMs int64
 }
 
-func (j forgingJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+func (j forgingJournal) Scan(ctx context.Context, slot int64, fn func(uint64, []journal.Event) error) (uint64, error) {
 	id := msgid.Compose(slot*j.widthMs, 1, uint64(slot)|1)
 	forged := []journal.Event{{Kind: journal.Scheduled, ID: id, At: id.DeliverAt(), Target: "$SYS.forged", DeliverAt: id.DeliverAt()}}
-	if err := fn(forged); err != nil {
+	if err := fn(0, forged); err != nil {
 		return 0, err
 	}
 	return j.Journal.Scan(ctx, slot, fn)
@@ -281,14 +281,14 @@ func TestCheckerBitesForeignPublish(t *testing.T) {
 // message's record.
 type retargetingJournal struct{ journal.Journal }
 
-func (j retargetingJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
-	return j.Journal.Scan(ctx, slot, func(evs []journal.Event) error {
+func (j retargetingJournal) Scan(ctx context.Context, slot int64, fn func(uint64, []journal.Event) error) (uint64, error) {
+	return j.Journal.Scan(ctx, slot, func(seq uint64, evs []journal.Event) error {
 		for i := range evs {
 			if evs[i].Kind == journal.Scheduled {
 				evs[i].Target = "$SYS.x"
 			}
 		}
-		return fn(evs)
+		return fn(seq, evs)
 	})
 }
 

@@ -102,14 +102,14 @@ func expectViolation(t *testing.T, cfg Config, invariant string) *Violation {
 // back 1 ms earlier: slots loaded from the journal fire early.
 type earlyJournal struct{ journal.Journal }
 
-func (j earlyJournal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
-	return j.Journal.Scan(ctx, slot, func(evs []journal.Event) error {
+func (j earlyJournal) Scan(ctx context.Context, slot int64, fn func(uint64, []journal.Event) error) (uint64, error) {
+	return j.Journal.Scan(ctx, slot, func(seq uint64, evs []journal.Event) error {
 		for i := range evs {
 			if evs[i].Kind == journal.Scheduled {
 				evs[i].DeliverAt--
 			}
 		}
-		return fn(evs)
+		return fn(seq, evs)
 	})
 }
 

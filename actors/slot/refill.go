@@ -9,17 +9,22 @@ import (
 
 // A slot bigger than its body budget (Config.MaxBodyBytes) loads every
 // message's entry but only the bodies that fit; the rest stay "cold", in
-// the journal. When firing reaches a cold message, Ready.Refill asks the
-// caller for the slot's stored events again, and the slot keeps the bodies
-// of the earliest-due cold messages that fit the budget once the chunks
-// hold only live bodies (at least one, so firing always moves on). A slot
-// of S body bytes with budget B so costs about S/B reads of its records,
-// and never holds much more than B of bodies.
+// the journal, each entry keeping the sequence of the record that holds
+// its body. When firing reaches a cold message, Ready.Refill asks the
+// caller for those records, and the slot keeps the bodies of the
+// earliest-due cold messages that fit the budget once the chunks hold
+// only live bodies (at least one, so firing always moves on). A slot of S
+// body bytes with budget B so reads each of its records about once more
+// than a load does, in S/B refills, and never holds much more than B of
+// bodies. A record the journal no longer has there (its layout moved it)
+// is found by a read of the whole slot, which also updates every cold
+// entry's sequence.
 
 // BeginRefill chooses the cold messages whose bodies the refill brings
 // back: the earliest due first, as many as fit the budget after the
-// chunks are rewritten without dead bodies.
-func (s *Slot) BeginRefill() {
+// chunks are rewritten without dead bodies. It returns the sequences of
+// the records holding them, ascending.
+func (s *Slot) BeginRefill() []uint64 {
 	s.st.rewrite()
 	var cold []int32
 	for i := range s.st.entries {
@@ -37,37 +42,52 @@ func (s *Slot) BeginRefill() {
 		return 0
 	})
 	s.wanted = make(map[msgid.ID]int32)
+	var seqs []uint64
 	room := s.cfg.MaxBodyBytes - s.st.live
 	for _, i := range cold {
-		n := int(s.st.entries[i].n)
-		if len(s.wanted) > 0 && n > room {
+		e := &s.st.entries[i]
+		if len(s.wanted) > 0 && int(e.n) > room {
 			break
 		}
-		s.wanted[s.st.entries[i].id] = i
-		room -= n
+		s.wanted[e.id] = i
+		seqs = append(seqs, e.record())
+		room -= int(e.n)
 	}
+	slices.Sort(seqs)
+	return slices.Compact(seqs)
 }
 
-// RefillEvents takes stored events of the slot (a Journal.Scan's worth,
-// in any number of calls) and keeps the wanted bodies among them.
-func (s *Slot) RefillEvents(events []journal.Event) {
+// RefillEvents takes stored events of the slot, from the record seq (a
+// Journal.Read or Scan's worth, in any number of calls), and keeps the
+// wanted bodies among them. Other cold messages it meets note seq as
+// their record's.
+func (s *Slot) RefillEvents(seq uint64, events []journal.Event) {
 	for i := range events {
 		ev := &events[i]
 		if ev.Kind != journal.Scheduled {
 			continue
 		}
-		pos, ok := s.wanted[ev.ID]
+		pos, ok := s.st.lookup(ev.ID)
 		if !ok {
 			continue
 		}
-		// A body of another size is not this message's: it stays wanted,
-		// and counts as missing.
-		if e := &s.st.entries[pos]; e.cold && int(e.n) == len(ev.Body) {
+		// A body of another size is not this message's: it stays cold
+		// (and, if wanted, counts as missing).
+		e := &s.st.entries[pos]
+		if !e.cold || int(e.n) != len(ev.Body) {
+			continue
+		}
+		if _, want := s.wanted[ev.ID]; want {
 			s.st.warm(e, ev.Body)
 			delete(s.wanted, ev.ID)
+		} else {
+			e.setRecord(seq)
 		}
 	}
 }
+
+// Missing counts the wanted bodies a refill has not found yet.
+func (s *Slot) Missing() int { return len(s.wanted) }
 
 // EndRefill ends a refill and returns how many wanted bodies the events
 // did not hold (only a journal that lost records gives a number above 0:

@@ -154,8 +154,9 @@ type Ready struct {
 	// once); 0 means no timer: it waits for inputs only.
 	WakeAt int64
 	// Refill says the next due message's body is not in memory: the
-	// caller must run a refill (BeginRefill, the slot's stored events to
-	// RefillEvents, EndRefill) and then Step(Tick).
+	// caller must run a refill (BeginRefill, the records it names, or
+	// else all of the slot's, to RefillEvents, EndRefill) and then
+	// Step(Tick).
 	Refill bool
 	// Limited names the flow limit that stopped the last step's firing
 	// while messages were still due: a backlog. Informational (counted in
@@ -268,15 +269,16 @@ func (s *Slot) Reserve(events []journal.Event) {
 	s.st.reserve(n, bodies)
 }
 
-// Recover applies a stored event during replay. It queues no effects;
-// messages that were being delivered when the log ends are pending again
-// and fire once more (at least once, with the same id).
-func (s *Slot) Recover(ev journal.Event) {
+// Recover applies a stored event, from the journal record seq, during
+// replay. It queues no effects; messages that were being delivered when
+// the log ends are pending again and fire once more (at least once, with
+// the same id).
+func (s *Slot) Recover(seq uint64, ev journal.Event) {
 	switch ev.Kind {
 	case journal.Scheduled:
 		if _, ok := s.st.lookup(ev.ID); !ok {
 			resident := s.cfg.MaxBodyBytes <= 0 || s.st.live+len(ev.Body) <= s.cfg.MaxBodyBytes
-			s.st.due.append(s.st.add(ev, resident))
+			s.st.due.append(s.st.add(ev, resident, seq))
 			s.pending++
 		}
 	case journal.Cancelled:
@@ -531,7 +533,7 @@ func (s *Slot) add(ev journal.Event) *entry {
 	if e := s.entry(ev.ID); e != nil {
 		return e
 	}
-	i := s.st.add(ev, true)
+	i := s.st.add(ev, true, 0)
 	s.st.due.push(i)
 	s.pending++
 	return &s.st.entries[i]

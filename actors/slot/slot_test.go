@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,7 +31,11 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 //	lose          they never do: Abandon, then a new slot recovers from
 //	              what was persisted (as the actor reloads)
 //	restart       a new slot recovers from what was persisted
-//	refill        bring cold bodies back from what was persisted, then tick
+//	refill        bring cold bodies back from the records the slot names,
+//	              then tick
+//	moved         the journal's layout moves every record (new sequences)
+//
+// Each persist stores one record, numbered from 1.
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.txt")
 	if err != nil || len(files) == 0 {
@@ -58,16 +63,17 @@ func TestScenarios(t *testing.T) {
 }
 
 type script struct {
-	t         *testing.T
-	cfg       Config
-	s         *Slot
-	ids       map[string]msgid.ID
-	names     map[msgid.ID]string
-	stamp     uint64
-	persisted []journal.Event
-	unacked   []journal.Event // handed out, not yet persisted
-	now       int64           // the latest NOW of the script
-	out       strings.Builder
+	t       *testing.T
+	cfg     Config
+	s       *Slot
+	ids     map[string]msgid.ID
+	names   map[msgid.ID]string
+	stamp   uint64
+	records []record        // persisted
+	unacked []journal.Event // handed out, not yet persisted
+	seq     uint64          // last record sequence handed out
+	now     int64           // the latest NOW of the script
+	out     strings.Builder
 }
 
 func runScript(t *testing.T, path string) string {
@@ -122,9 +128,15 @@ func (sc *script) do(f []string) error {
 		sc.s = New(sc.cfg)
 		return nil
 	case "persist":
-		sc.persisted = append(sc.persisted, sc.unacked...)
+		if len(sc.unacked) > 0 {
+			sc.records = append(sc.records, record{seq: sc.nextSeq(), events: sc.unacked})
+		}
 		sc.unacked = nil
-		fmt.Fprintf(&sc.out, "journal: %d events\n", len(sc.persisted))
+		n := 0
+		for _, r := range sc.records {
+			n += len(r.events)
+		}
+		fmt.Fprintf(&sc.out, "journal: %d events\n", n)
 		sc.s.Step(sc.now, Persisted{})
 		sc.print(sc.s.Ready())
 		return nil
@@ -136,12 +148,31 @@ func (sc *script) do(f []string) error {
 		sc.recover()
 		return nil
 	case "refill":
-		sc.s.BeginRefill()
-		sc.s.RefillEvents(sc.persisted)
+		// As the actor does: the records named, then the whole slot if
+		// some were not found there.
+		seqs := sc.s.BeginRefill()
+		for _, r := range sc.records {
+			if slices.Contains(seqs, r.seq) {
+				sc.s.RefillEvents(r.seq, r.events)
+			}
+		}
+		fmt.Fprintf(&sc.out, "refill: records %v", seqs)
+		if n := sc.s.Missing(); n > 0 {
+			fmt.Fprintf(&sc.out, ", %d not there; the whole slot", n)
+			for _, r := range sc.records {
+				sc.s.RefillEvents(r.seq, r.events)
+			}
+		}
 		inMem, cold := sc.s.BodyBytes()
-		fmt.Fprintf(&sc.out, "refill: %d missing, %d body bytes in memory, %d cold\n", sc.s.EndRefill(), inMem, cold)
+		fmt.Fprintf(&sc.out, ": %d missing, %d body bytes in memory, %d cold\n", sc.s.EndRefill(), inMem, cold)
 		sc.s.Step(sc.now, Tick{})
 		sc.print(sc.s.Ready())
+		return nil
+	case "moved":
+		for i := range sc.records {
+			sc.records[i].seq = sc.nextSeq()
+		}
+		fmt.Fprintf(&sc.out, "journal: records moved\n")
 		return nil
 	case "restart":
 		sc.recover()
@@ -219,9 +250,22 @@ func (sc *script) name(id msgid.ID) string {
 
 func (sc *script) recover() {
 	sc.s = New(sc.cfg)
-	for _, ev := range sc.persisted {
-		sc.s.Recover(ev)
+	for _, r := range sc.records {
+		for _, ev := range r.events {
+			sc.s.Recover(r.seq, ev)
+		}
 	}
+}
+
+// record is one stored journal record of a script.
+type record struct {
+	seq    uint64
+	events []journal.Event
+}
+
+func (sc *script) nextSeq() uint64 {
+	sc.seq++
+	return sc.seq
 }
 
 func (sc *script) printReply(r Reply) {

@@ -26,9 +26,17 @@ type entry struct {
 	state     State
 	// cold: the body (n bytes) is not in the chunks but only in the
 	// journal, because the slot loaded over its body budget; refill
-	// brings it back before the message fires.
+	// brings it back before the message fires. A cold entry keeps the
+	// sequence of the journal record holding its body in chunk and off,
+	// which it does not use meanwhile: a refill reads those records only,
+	// at no cost per entry.
 	cold bool
 }
+
+// record is the journal sequence of a cold entry's record.
+func (e *entry) record() uint64 { return uint64(e.chunk)<<32 | uint64(e.off) }
+
+func (e *entry) setRecord(seq uint64) { e.chunk, e.off = uint32(seq>>32), uint32(seq) }
 
 const (
 	// chunkSize is the largest chunk small bodies share. Chunks grow to it
@@ -101,8 +109,9 @@ func (st *store) lookup(id msgid.ID) (int32, bool) {
 }
 
 // add stores a Scheduled event as a pending entry and returns its
-// position; without resident, only the body's size is kept (cold).
-func (st *store) add(ev journal.Event, resident bool) int32 {
+// position; without resident, only the body's size and the sequence of
+// the record holding it, seq, are kept (cold).
+func (st *store) add(ev journal.Event, resident bool, seq uint64) int32 {
 	t, ok := st.target[ev.Target]
 	if !ok {
 		t = uint32(len(st.targets))
@@ -119,6 +128,7 @@ func (st *store) add(ev journal.Event, resident bool) int32 {
 		st.live += int(e.n)
 	} else {
 		e.n, e.cold = uint32(len(ev.Body)), true
+		e.setRecord(seq)
 		st.cold += int(e.n)
 	}
 	i := int32(len(st.entries))

@@ -64,9 +64,9 @@ func testStore(t *testing.T, reserve bool) {
 	}
 	for i := range events {
 		if i%2 == 0 {
-			st.due.append(st.add(events[i], true)) // the recovery path
+			st.due.append(st.add(events[i], true, 0)) // the recovery path
 		} else {
-			st.due.push(st.add(events[i], true))
+			st.due.push(st.add(events[i], true, 0))
 		}
 	}
 	// Settle five sixths, compacting as Recover does.
@@ -152,7 +152,7 @@ func TestStoreChunksGrowWithBodies(t *testing.T) {
 			small.reserve(10, 10*len(body))
 		}
 		for i := range 10 {
-			small.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body}, true)
+			small.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body}, true, 0)
 		}
 		if got := chunkBytes(&small); got > 4*firstChunk {
 			t.Errorf("reserve %v: 10 bodies of %d bytes take %d bytes of chunks", reserve, len(body), got)
@@ -162,7 +162,7 @@ func TestStoreChunksGrowWithBodies(t *testing.T) {
 	big.init()
 	const n = 100_000
 	for i := range n {
-		big.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body}, true)
+		big.add(journal.Event{Kind: journal.Scheduled, ID: msgid.New(1, uint64(i+1)), Target: "t", Body: body}, true, 0)
 	}
 	if got, want := chunkBytes(&big), n*len(body); got > 2*want || len(big.chunks) > want/chunkSize+12 {
 		t.Errorf("%d bytes of bodies: %d chunks of %d bytes in all", want, len(big.chunks), got)
@@ -177,7 +177,7 @@ func BenchmarkGCWithResidentSlot(b *testing.B) {
 	body := make([]byte, 256)
 	for i := range 1_000_000 {
 		at := s.Start() + int64(i%60_000)
-		s.Recover(journal.Event{Kind: journal.Scheduled, ID: msgid.New(at, uint64(i+1)), At: at,
+		s.Recover(1, journal.Event{Kind: journal.Scheduled, ID: msgid.New(at, uint64(i+1)), At: at,
 			Target: "bench.target", DeliverAt: at, Body: body})
 	}
 	s.Step(s.Start()-1, Tick{})
@@ -211,7 +211,7 @@ func BenchmarkRecoverAndFire(b *testing.B) {
 		s := New(Config{Index: 1_800_000_000_000 / 60_000, Width: 60_000})
 		s.Reserve(events)
 		for _, ev := range events {
-			s.Recover(ev)
+			s.Recover(1, ev)
 		}
 		now := s.End()
 		s.Step(now, Tick{})

@@ -57,6 +57,63 @@ func Run(t *testing.T, newJournal func(t *testing.T) journal.Journal) {
 	t.Run("InvalidEvent", func(t *testing.T) { testInvalidEvent(t, newJournal(t)) })
 	t.Run("Newest", func(t *testing.T) { testNewest(t, newJournal(t)) })
 	t.Run("Scan", func(t *testing.T) { testScan(t, newJournal(t)) })
+	t.Run("Read", func(t *testing.T) { testRead(t, newJournal(t)) })
+}
+
+// testRead: Read passes the records asked for, as Scan passed them, and
+// skips sequences that are purged, another slot's or never written.
+func testRead(t *testing.T, j journal.Journal) {
+	ctx := context.Background()
+	type rec struct {
+		Seq    uint64
+		Events []journal.Event
+	}
+	for i := range 5 {
+		AppendWait(t, j, 6, GenEvents(10*i, 2))
+		AppendWait(t, j, 7, GenEvents(100+i, 1))
+	}
+	scan := func(slot int64) []rec {
+		var recs []rec
+		if _, err := j.Scan(ctx, slot, func(seq uint64, evs []journal.Event) error {
+			recs = append(recs, rec{seq, slices.Clone(evs)})
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	read := func(seqs ...uint64) []rec {
+		var recs []rec
+		if err := j.Read(ctx, 6, seqs, func(seq uint64, evs []journal.Event) error {
+			recs = append(recs, rec{seq, slices.Clone(evs)})
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	six, seven := scan(6), scan(7)
+	if len(six) < 2 || len(seven) < 1 {
+		t.Fatalf("scan found %d and %d records", len(six), len(seven))
+	}
+	first, last := six[0], six[len(six)-1]
+	got := read(first.Seq, seven[0].Seq, last.Seq, last.Seq+1_000_000)
+	if diff := cmp.Diff([]rec{first, last}, got, EquateEmpty); diff != "" {
+		t.Errorf("read of the first and last records, one of another slot and one never written (-want +got):\n%s", diff)
+	}
+	if got := read(); len(got) != 0 {
+		t.Errorf("read of no sequences passed %d records", len(got))
+	}
+	stop := errors.New("stop here")
+	if err := j.Read(ctx, 6, []uint64{first.Seq}, func(uint64, []journal.Event) error { return stop }); err != stop {
+		t.Errorf("read with a failing fn: %v, want the fn's error itself", err)
+	}
+	if err := j.PurgeUpTo(ctx, 6, first.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]rec{last}, read(first.Seq, last.Seq), EquateEmpty); diff != "" {
+		t.Errorf("read after the first record's purge (-want +got):\n%s", diff)
+	}
 }
 
 // testScan: Scan passes what Load returns, record by record, and hands an
@@ -71,8 +128,10 @@ func testScan(t *testing.T, j journal.Journal) {
 	}
 	var got []journal.Event
 	calls := 0
-	seq, err := j.Scan(ctx, 6, func(evs []journal.Event) error {
+	var seqs []uint64
+	seq, err := j.Scan(ctx, 6, func(seq uint64, evs []journal.Event) error {
 		calls++
+		seqs = append(seqs, seq)
 		got = append(got, evs...) // the slice is reused: keep copies
 		return nil
 	})
@@ -90,10 +149,13 @@ func testScan(t *testing.T, j journal.Journal) {
 		t.Errorf("scan called fn %d times for 5 appends", calls)
 	}
 	stop := errors.New("stop here")
-	if _, err := j.Scan(ctx, 6, func([]journal.Event) error { return stop }); err != stop {
+	if !slices.IsSorted(seqs) || len(seqs) == 0 || seqs[len(seqs)-1] != seq {
+		t.Errorf("scan passed records %v and returned %d: want ascending, ending at the returned one", seqs, seq)
+	}
+	if _, err := j.Scan(ctx, 6, func(uint64, []journal.Event) error { return stop }); err != stop {
 		t.Errorf("scan with a failing fn: %v, want the fn's error itself", err)
 	}
-	if seq, err := j.Scan(ctx, 99, func([]journal.Event) error { t.Error("fn called for an empty slot"); return nil }); err != nil || seq != 0 {
+	if seq, err := j.Scan(ctx, 99, func(uint64, []journal.Event) error { t.Error("fn called for an empty slot"); return nil }); err != nil || seq != 0 {
 		t.Errorf("scan of an empty slot: %d, %v", seq, err)
 	}
 }

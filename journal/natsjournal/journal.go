@@ -639,7 +639,7 @@ func unavailable(err error) error {
 // Load collects what Scan passes.
 func (n *Journal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64, error) {
 	var events []journal.Event
-	last, err := n.Scan(ctx, slot, func(evs []journal.Event) error {
+	last, err := n.Scan(ctx, slot, func(_ uint64, evs []journal.Event) error {
 		events = append(events, evs...)
 		return nil
 	})
@@ -653,7 +653,7 @@ func (n *Journal) Load(ctx context.Context, slot int64) ([]journal.Event, uint64
 // record at a time. A slot whose bucket is not open may have events in
 // the bucket's far records too: those are read first (layout.go says
 // why that order) and passed in sequence order among the slot's own.
-func (n *Journal) Scan(ctx context.Context, slot int64, fn func([]journal.Event) error) (uint64, error) {
+func (n *Journal) Scan(ctx context.Context, slot int64, fn func(seq uint64, events []journal.Event) error) (uint64, error) {
 	far, hasFar := n.isFar(slot)
 	var farRecs []seqEvents
 	if far && hasFar {
@@ -668,7 +668,7 @@ func (n *Journal) Scan(ctx context.Context, slot int64, fn func([]journal.Event)
 	}
 	passFar := func(before uint64) error {
 		for len(farRecs) > 0 && farRecs[0].seq < before {
-			if err := fn(farRecs[0].events); err != nil {
+			if err := fn(farRecs[0].seq, farRecs[0].events); err != nil {
 				return callerErr{err}
 			}
 			farRecs = farRecs[1:]
@@ -686,7 +686,7 @@ func (n *Journal) Scan(ctx context.Context, slot int64, fn func([]journal.Event)
 		if buf, ok = n.decode(buf[:0], subj, seq, slot, data, check); !ok {
 			return nil // quarantined: the rest of the slot loads
 		}
-		if err := fn(buf); err != nil {
+		if err := fn(seq, buf); err != nil {
 			return callerErr{err}
 		}
 		return nil

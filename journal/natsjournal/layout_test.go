@@ -127,6 +127,36 @@ func TestNATSFarBucketLifecycle(t *testing.T) {
 		}
 	}
 	check("far")
+	// Read finds a far slot's records on the far subject by the sequences
+	// Scan gave, and leaves out another slot's record there.
+	seqOf := func(ev journal.Event) uint64 {
+		t.Helper()
+		var seq uint64
+		if _, err := j.Scan(context.Background(), slotOf(j, ev), func(s uint64, evs []journal.Event) error {
+			if slices.ContainsFunc(evs, func(e journal.Event) bool { return e.ID == ev.ID && e.Kind == journal.Scheduled }) {
+				seq = s
+			}
+			return nil
+		}); err != nil || seq == 0 {
+			t.Fatalf("scan for %s: seq %d, %v", ev.ID, seq, err)
+		}
+		return seq
+	}
+	read := func(slot int64, seqs ...uint64) []journal.Event {
+		t.Helper()
+		var got []journal.Event
+		if err := j.Read(context.Background(), slot, seqs, func(_ uint64, evs []journal.Event) error {
+			got = append(got, evs...)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	seqA, seqB := seqOf(farA), seqOf(farB)
+	if got := read(slotOf(j, farA), seqA, seqB); !cmp.Equal(got, []journal.Event{farA}, journaltest.EquateEmpty) {
+		t.Errorf("read of a far slot's record and its neighbour's: %v, want only its own", got)
+	}
 	slots, err := j.Slots(context.Background())
 	if err != nil || !cmp.Equal(slots, []int64{slotOf(j, near)}) {
 		t.Errorf("slots while far = %v, %v; want only the near one", slots, err)
@@ -139,6 +169,14 @@ func TestNATSFarBucketLifecycle(t *testing.T) {
 		t.Errorf("far subject still holds %d records after opening", got)
 	}
 	check("opened")
+	// The far records are gone: a Read by their sequences finds nothing,
+	// and a Scan the moved copies.
+	if got := read(slotOf(j, farA), seqA); len(got) != 0 {
+		t.Errorf("read of a moved far record: %v", got)
+	}
+	if moved := seqOf(farA); moved <= seqA {
+		t.Errorf("farA's record moved from %d to %d", seqA, moved)
+	}
 	slots, err = j.Slots(context.Background())
 	if want := []int64{slotOf(j, near), slotOf(j, farA), slotOf(j, farB)}; err != nil || !cmp.Equal(slots, want) {
 		t.Errorf("slots after opening = %v, %v; want %v", slots, err, want)

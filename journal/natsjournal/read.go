@@ -1,6 +1,7 @@
 package natsjournal
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tockd/tock/journal"
 )
 
 // JetStream API subjects the jetstream package does not wrap: batched
@@ -40,9 +43,9 @@ const (
 // directGetRequest is the server's JSApiMsgGetRequest, batch form.
 type directGetRequest struct {
 	Seq      uint64 `json:"seq"`
-	NextFor  string `json:"next_by_subj"`
-	Batch    int    `json:"batch"`
-	MaxBytes int    `json:"max_bytes"`
+	NextFor  string `json:"next_by_subj,omitempty"`
+	Batch    int    `json:"batch,omitempty"`
+	MaxBytes int    `json:"max_bytes,omitempty"`
 }
 
 // scan passes subj's records to fn in order and returns the last sequence
@@ -102,6 +105,94 @@ func (n *Journal) scanBatch(ctx context.Context, sub *nats.Subscription, subj st
 			return true, nil
 		}
 	}
+}
+
+// readWindow bounds the direct gets one Read has in flight: enough to
+// hide the round trips, few enough that the replies buffered (records of
+// up to the server's max payload each) stay small.
+const readWindow = 16
+
+// Read gets the records at seqs with direct gets by sequence, readWindow
+// at a time, and passes those that still belong to slot: on its own
+// subject, or on its bucket's far subject (only its events). Records
+// gone, or of another subject, are skipped.
+func (n *Journal) Read(ctx context.Context, slot int64, seqs []uint64, fn func(seq uint64, events []journal.Event) error) error {
+	sub, err := n.cfg.ReadConn.SubscribeSync(n.cfg.ReadConn.NewInbox())
+	if err != nil {
+		return readErr("read", slot, err)
+	}
+	defer sub.Unsubscribe()
+	bucket := n.bucketOf(slot)
+	subj, farSubj := n.subject(slot), n.farSubject(bucket)
+	var buf []journal.Event
+	for len(seqs) > 0 {
+		window := seqs[:min(len(seqs), readWindow)]
+		seqs = seqs[len(window):]
+		recs, err := n.getRecords(ctx, sub, window)
+		if err != nil {
+			return readErr("read", slot, err)
+		}
+		for _, r := range recs {
+			var ok bool
+			switch r.subj {
+			case subj:
+				buf, ok = n.decode(buf[:0], subj, r.seq, slot, r.data, n.slotCheck(slot))
+			case farSubj:
+				buf, ok = n.decode(buf[:0], farSubj, r.seq, bucket, r.data, n.farCheck(bucket))
+				buf = slices.DeleteFunc(buf, func(ev journal.Event) bool { return n.slotOfMs(ev.ID.DeliverAt()) != slot })
+			}
+			if !ok || len(buf) == 0 {
+				continue
+			}
+			if err := fn(r.seq, buf); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// rawRecord is a stored message as a direct get returns it.
+type rawRecord struct {
+	seq  uint64
+	subj string
+	data []byte
+}
+
+// getRecords sends a direct get for each of seqs and collects the
+// replies, in sequence order; records not found are left out.
+func (n *Journal) getRecords(ctx context.Context, sub *nats.Subscription, seqs []uint64) ([]rawRecord, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.AckTimeout)
+	defer cancel()
+	for _, seq := range seqs {
+		req, err := json.Marshal(directGetRequest{Seq: seq})
+		if err != nil {
+			return nil, err
+		}
+		if err := n.cfg.ReadConn.PublishRequest(apiDirectGet+n.cfg.Stream, sub.Subject, req); err != nil {
+			return nil, err
+		}
+	}
+	recs := make([]rawRecord, 0, len(seqs))
+	for range seqs {
+		msg, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if status := msg.Header.Get(statusHdr); status != "" && len(msg.Data) == 0 {
+			if _, err := batchEnd(msg, status); err != nil {
+				return nil, err
+			}
+			continue // 404: purged since
+		}
+		seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("direct get reply without a sequence: %w", err)
+		}
+		recs = append(recs, rawRecord{seq: seq, subj: msg.Header.Get(jetstream.SubjectHeader), data: msg.Data})
+	}
+	slices.SortFunc(recs, func(a, b rawRecord) int { return cmp.Compare(a.seq, b.seq) })
+	return recs, nil
 }
 
 // batchEnd interprets a status reply: 404 is the end of the records, 204
