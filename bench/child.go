@@ -283,17 +283,36 @@ func parseHeapProfile(r io.Reader) (heapStats, error) {
 }
 
 // rss is the child's resident set size in bytes.
-func (c *child) rss() (int64, error) {
-	v := procField(fmt.Sprintf("/proc/%d/status", c.pid()), "VmRSS")
+func (c *child) rss() (int64, error) { return c.statusBytes("VmRSS") }
+
+// hwm is the child's peak resident set size in bytes.
+func (c *child) hwm() (int64, error) { return c.statusBytes("VmHWM") }
+
+// statusBytes reads a "N kB" field of the child's /proc status.
+func (c *child) statusBytes(key string) (int64, error) {
+	v := procField(fmt.Sprintf("/proc/%d/status", c.pid()), key)
 	f := strings.Fields(v)
 	if len(f) == 0 {
-		return 0, errors.New("no VmRSS")
+		return 0, fmt.Errorf("no %s", key)
 	}
 	n, err := strconv.ParseInt(f[0], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("VmRSS %q: %w", v, err)
+		return 0, fmt.Errorf("%s %q: %w", key, v, err)
 	}
 	return n * 1024, nil
+}
+
+// status asks the child for tock.status.
+func (c *child) status(nc *nats.Conn) (gateway.StatusResponse, error) {
+	var st gateway.StatusResponse
+	m, err := nc.Request(gateway.SubjectStatus, nil, 5*time.Second)
+	if err != nil {
+		return st, fmt.Errorf("tock.status: %w", err)
+	}
+	if err := json.Unmarshal(m.Data, &st); err != nil {
+		return st, fmt.Errorf("tock.status reply: %w", err)
+	}
+	return st, nil
 }
 
 // journalState returns the size of tock's journal, which lives in tock's

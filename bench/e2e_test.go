@@ -275,6 +275,46 @@ func TestBigloadQuick(t *testing.T) {
 	}
 }
 
+// TestBigslotQuick runs the bigslot scenario in quick mode: 40 bodies of
+// 511 KiB in one slot that keeps 4 MiB of them, so firing reads bodies
+// back from the journal several times, from the records that hold them.
+func TestBigslotQuick(t *testing.T) {
+	rep, _ := runQuick(t, "--scenario", "bigslot", "--n", "bigslot=40")
+	rows := map[string]Row{}
+	for _, r := range rep.Rows {
+		if r.Metric == "error" {
+			t.Errorf("scenario error: %s", r.Note)
+		}
+		if r.Scenario == "bigslot" && r.Value != nil {
+			rows[r.Metric] = r
+		}
+	}
+	value := func(m string) float64 {
+		r, ok := rows[m]
+		if !ok {
+			t.Fatalf("no row bigslot / %s in %v", m, rows)
+		}
+		return *r.Value
+	}
+	if v := value("delivered"); v != 40 {
+		t.Errorf("delivered %v of 40", v)
+	}
+	// 20 MiB with 4 MiB kept: at least four reads of bodies, none of the
+	// whole slot.
+	if v := value("refills"); v < 4 {
+		t.Errorf("%v refills", v)
+	}
+	if note := rows["refills"].Note; !strings.Contains(note, "; 0 of them read the whole slot") {
+		t.Errorf("refills: %q", note)
+	}
+	if v := value("peak RSS while firing"); v <= 0 {
+		t.Errorf("peak RSS while firing %v", v)
+	}
+	if t.Failed() {
+		rep.WriteTable(os.Stderr)
+	}
+}
+
 // runQuick runs the suite in quick mode against the real binary with
 // args, 256 requests in flight, and fails t on an error or a failure row;
 // it returns the report and the options it ran with.

@@ -15,18 +15,19 @@ import (
 )
 
 // Scenarios in the order they run.
-var Scenarios = []string{"ingest", "burst", "precision", "isolation", "bigload", "capacity", "recovery", "durability"}
+var Scenarios = []string{"ingest", "burst", "precision", "isolation", "bigload", "bigslot", "capacity", "recovery", "durability"}
 
 // fullSizes and quickSizes are the message counts of each scenario. For
 // precision the count is rate × duration (10,000/s for 60 s; 1,000/s for 5 s);
-// for bigload it is the big slot's (its neighbour gets one message per ms).
+// for bigload it is the big slot's (its neighbour gets one message per ms);
+// bigslot's messages are 511 KiB each whatever --size says.
 var (
 	fullSizes = map[string]int{
-		"ingest": 1_000_000, "burst": 1_000_000, "precision": 600_000, "isolation": 10_000, "bigload": 1_000_000,
+		"ingest": 1_000_000, "burst": 1_000_000, "precision": 600_000, "isolation": 10_000, "bigload": 1_000_000, "bigslot": 4_200,
 		"capacity": 10_000_000, "recovery": 1_000_000, "durability": 200_000,
 	}
 	quickSizes = map[string]int{
-		"ingest": 20_000, "burst": 20_000, "precision": 5_000, "isolation": 1_000, "bigload": 20_000,
+		"ingest": 20_000, "burst": 20_000, "precision": 5_000, "isolation": 1_000, "bigload": 20_000, "bigslot": 100,
 		"capacity": 100_000, "recovery": 20_000, "durability": 5_000,
 	}
 )

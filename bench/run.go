@@ -71,7 +71,7 @@ func Run(ctx context.Context, o *Options, progress io.Writer) (*Report, error) {
 		r.rep.note("every child runs with %s", strings.Join(o.ServeArgs, " "))
 	}
 	runs := map[string]func(context.Context) error{
-		"ingest": r.ingest, "burst": r.burst, "precision": r.precision, "isolation": r.isolation, "bigload": r.bigload,
+		"ingest": r.ingest, "burst": r.burst, "precision": r.precision, "isolation": r.isolation, "bigload": r.bigload, "bigslot": r.bigslot,
 		"capacity": r.capacity, "recovery": r.recovery, "durability": r.durability,
 	}
 	start := time.Now()
