@@ -3,13 +3,17 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math"
 	"path"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // memoryLimitPercent is the share of the cgroup's memory limit that tock
@@ -28,6 +32,17 @@ const memoryLimitPercent = 90
 
 // noMemoryLimit is the runtime's "no limit" (the default of GOMEMLIMIT).
 const noMemoryLimit = math.MaxInt64
+
+// defaultMemoryBudget is the memory tock sizes itself for when nothing
+// says otherwise (no flag, no GOMEMLIMIT, no cgroup limit): it runs as in
+// a container of this size, at memoryLimitPercent of it. Without any
+// limit the heap grows to five times its live size (--gc-percent 400)
+// with nothing to stop it: a minute holding 2 GiB of 512 KiB bodies took
+// 5.7 GiB of RSS, and 0.79 GiB with a 768 MiB limit, every message
+// delivered either way (BENCHMARKS.md). A bigger machine says so with
+// --memory-limit (0: none); a live heap above the limit still grows, with
+// the GC working harder, and is logged.
+const defaultMemoryBudget = 1 << 30
 
 // cgroupUnlimited: cgroup v1 reports "no limit" as a number near
 // MaxInt64 rounded down to a page; anything this large is no limit.
@@ -123,8 +138,8 @@ type memoryLimitChoice struct {
 // chooseMemoryLimit decides the soft memory limit: --memory-limit when
 // given (0: none), else GOMEMLIMIT when set (the runtime has applied it;
 // current is its value), else memoryLimitPercent of the cgroup's limit,
-// else none. A cgroup that cannot be read is no limit, and its error is
-// returned for the log.
+// else memoryLimitPercent of defaultMemoryBudget. A cgroup that cannot be
+// read counts as none, and its error is returned for the log.
 func chooseMemoryLimit(flagGiven bool, flagValue int64, gomemlimit string, current int64, cgroup func() (int64, string, error)) (memoryLimitChoice, error) {
 	switch {
 	case flagGiven && flagValue == 0:
@@ -136,7 +151,8 @@ func chooseMemoryLimit(flagGiven bool, flagValue int64, gomemlimit string, curre
 	}
 	limit, file, err := cgroup()
 	if err != nil || limit == 0 {
-		return memoryLimitChoice{noMemoryLimit, false, "no cgroup memory limit"}, err
+		return memoryLimitChoice{defaultMemoryBudget / 100 * memoryLimitPercent, true,
+			fmt.Sprintf("no cgroup memory limit: %d%% of the default %s", memoryLimitPercent, formatBytes(defaultMemoryBudget))}, err
 	}
 	return memoryLimitChoice{limit / 100 * memoryLimitPercent, true,
 		fmt.Sprintf("%d%% of %s = %s", memoryLimitPercent, file, formatBytes(limit))}, nil
@@ -166,4 +182,33 @@ func formatSize(n int64) string {
 		}
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// heapWatchEvery is how often watchLiveHeap looks, and at most how often
+// it warns.
+const heapWatchEvery = time.Minute
+
+// liveHeapWarnPercent of the soft limit is where the live heap (what the
+// last GC kept) makes tock warn: the GC runs ever more often as live nears
+// the limit, and firing pays for it.
+const liveHeapWarnPercent = 80
+
+// watchLiveHeap warns, at most once per every, while the live heap is
+// above liveHeapWarnPercent of limit, until ctx ends.
+func watchLiveHeap(ctx context.Context, limit int64, every time.Duration, log *slog.Logger) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		metrics.Read(sample)
+		if live := int64(sample[0].Value.Uint64()); live > limit/100*liveHeapWarnPercent {
+			log.Warn("live heap near the memory limit; the GC is working hard: raise --memory-limit (or the container's limit)",
+				"live_heap", formatSize(live), "memory_limit", formatSize(limit))
+		}
+	}
 }

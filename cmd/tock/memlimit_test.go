@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeRoot writes files (path → content) under a temp dir that stands for
@@ -108,8 +112,8 @@ func TestChooseMemoryLimit(t *testing.T) {
 		{"flag 0 is none", true, 0, "", noCall, memoryLimitChoice{noMemoryLimit, true, "--memory-limit 0"}, "none", false},
 		{"GOMEMLIMIT stays", false, 0, "3GiB", noCall, memoryLimitChoice{3 << 30, false, "GOMEMLIMIT=3GiB"}, "3GiB", false},
 		{"90% of the cgroup", false, 0, "", cgroup(4<<30, nil), memoryLimitChoice{4 << 30 / 100 * 90, true, "90% of /sys/fs/cgroup/memory.max = 4GiB"}, "3.6GiB", false},
-		{"no cgroup limit", false, 0, "", cgroup(0, nil), memoryLimitChoice{noMemoryLimit, false, "no cgroup memory limit"}, "none", false},
-		{"unreadable cgroup", false, 0, "", cgroup(0, errors.New("boom")), memoryLimitChoice{noMemoryLimit, false, "no cgroup memory limit"}, "none", true},
+		{"no cgroup limit", false, 0, "", cgroup(0, nil), memoryLimitChoice{1 << 30 / 100 * 90, true, "no cgroup memory limit: 90% of the default 1GiB"}, "921.6MiB", false},
+		{"unreadable cgroup", false, 0, "", cgroup(0, errors.New("boom")), memoryLimitChoice{1 << 30 / 100 * 90, true, "no cgroup memory limit: 90% of the default 1GiB"}, "921.6MiB", true},
 	} {
 		got, err := chooseMemoryLimit(tc.flagGiven, tc.flag, tc.env, 3<<30, tc.cgroup)
 		if got != tc.want || got.String() != tc.wantString || (err != nil) != tc.wantErr {
@@ -125,5 +129,30 @@ func TestFormatSize(t *testing.T) {
 		if got := formatSize(n); got != want {
 			t.Errorf("formatSize(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// TestWatchLiveHeap: a live heap above the warning share of the limit is
+// logged, one below it is not.
+func TestWatchLiveHeap(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		limit int64
+		warns bool
+	}{{"tiny limit", 1 << 10, true}, {"huge limit", 1 << 50, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf syncBuffer
+			log := slog.New(slog.NewTextHandler(&buf, nil))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); watchLiveHeap(ctx, tc.limit, 5*time.Millisecond, log) }()
+			runtime.GC() // a live heap to read
+			time.Sleep(100 * time.Millisecond)
+			cancel()
+			<-done
+			if got := strings.Contains(buf.String(), "live heap near the memory limit"); got != tc.warns {
+				t.Errorf("warned %v, want %v: %q", got, tc.warns, buf.String())
+			}
+		})
 	}
 }

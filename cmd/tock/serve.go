@@ -36,9 +36,9 @@ const defaultShutdownTimeout = 10 * time.Second
 // messages hold no pointers, so a cycle is cheap to defer, and each cycle
 // it skips is a stall less while messages fire: at 10,000 fires/s, p99.9
 // lateness went from 30 ms to 17 ms and the worst from 65 ms to 30 ms
-// (BENCHMARKS.md). The price is memory; --memory-limit (or the cgroup's
-// limit, see memoryLimitPercent) bounds it, GOGC or --gc-percent 100
-// gives it back.
+// (BENCHMARKS.md). The price is memory; the soft memory limit
+// (--memory-limit, else the cgroup's or a default, see chooseMemoryLimit)
+// bounds it, GOGC or --gc-percent 100 gives it back.
 const defaultGCPercent = 400
 
 type serveOpts struct {
@@ -90,7 +90,7 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 	fs.Var(newBytesValue(&c.SlotMemory, service.DefaultSlotMemory), "slot-memory", "keep at most this `size` of message bodies in memory per loaded slot; the rest are read back from the journal as they come due (0: no bound)")
 	fs.StringVar(&o.sync, "sync", "interval", "when the embedded server fsyncs: `mode` interval (every 2 minutes; survives kill -9) or always (before each acknowledgement; survives power loss)")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go GC target `percent` (GOGC); the GOGC environment variable wins unless this flag is given")
-	fs.Var(newBytesValue(&o.memoryLimit, 0), "memory-limit", "Go's soft memory limit (GOMEMLIMIT) in `size`; 0 for none (default: GOMEMLIMIT if set, else 90% of the cgroup's memory limit if there is one, else none)")
+	fs.Var(newBytesValue(&o.memoryLimit, 0), "memory-limit", "Go's soft memory limit (GOMEMLIMIT) in `size`; 0 for none (default: GOMEMLIMIT if set, else 90% of the cgroup's memory limit if there is one, else 90% of 1GiB)")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on `host:port` under /debug/pprof/")
@@ -232,7 +232,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	mem, err := chooseMemoryLimit(o.set["memory-limit"], int64(o.memoryLimit), os.Getenv("GOMEMLIMIT"), debug.SetMemoryLimit(-1),
 		func() (int64, string, error) { return cgroupMemoryLimit(os.DirFS("/")) })
 	if err != nil {
-		log.Warn("cannot read the cgroup's memory limit; running without a memory limit", "err", err)
+		log.Warn("cannot read the cgroup's memory limit; using the default", "err", err)
 	}
 	if mem.apply {
 		debug.SetMemoryLimit(mem.limit)
@@ -259,6 +259,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return 1
 	}
 	log.Info("tock ready", "url", natsurl.Redact(svc.ClientURL()))
+	if mem.limit != noMemoryLimit {
+		go watchLiveHeap(ctx, mem.limit, heapWatchEvery, log)
+	}
 	aidDone := make(chan struct{})
 	if o.benchPlain.N > 0 {
 		go func() {
