@@ -278,7 +278,8 @@ func check(t *testing.T, nc *nats.Conn, js jetstream.JetStream, l *load, after s
 		t.Fatal(err)
 	}
 	var seq uint64 = 1
-	deadline := time.Now().Add(time.Until(last) + 20*time.Second)
+	// Reading takes a while too: a round trip per message.
+	deadline := time.Now().Add(time.Until(last) + 20*time.Second + time.Duration(len(l.scheduled))*time.Millisecond/2)
 	for missing(l, got) > 0 && time.Now().Before(deadline) {
 		info, err := stream.Info(ctx)
 		if err != nil {
