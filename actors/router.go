@@ -69,6 +69,9 @@ type coldBatch struct {
 type slotRef struct {
 	pid       *actor.PID
 	forwarded uint64 // commands sent, compared with the actor's count on passivation
+	// lookup: loaded only to answer a get or cancel, counted in
+	// router.lookups until it leaves or the horizon reaches it.
+	lookup bool
 }
 
 // router owns the map from slot number to slot actor. Every command passes
@@ -83,7 +86,9 @@ type slotRef struct {
 //     instead of one of each per schedule. Any other message appends the
 //     batches first, so a slot can never be loaded, nor the horizon move,
 //     while one of its schedules waits in a batch.
-//   - cancel and get load the slot they name, which leaves again once idle.
+//   - cancel and get load the slot they name, which leaves again once idle;
+//     at most Config.MaxLookupSlots such slots are loaded at once, and
+//     lookups of others wait in a bounded queue (beyond it: Busy).
 type router struct {
 	env     *env
 	active  map[int64]*slotRef
@@ -104,6 +109,8 @@ type router struct {
 	coldOrder    []int64              // the slots of cold, in order of their first schedule
 	coldQueued   bool                 // a coldFlush is in the mailbox
 	coldFree     []*coldBatch         // answered batches, for reuse
+	lookups      int                  // active slots loaded only for lookups
+	waiting      []*lookupCmd         // lookups waiting for room among them, oldest first
 }
 
 // Reuse of answered cold batches. Grown append by append for every
@@ -133,6 +140,10 @@ func (r *router) Receive(ctx actor.Context) {
 		r.active = make(map[int64]*slotRef)
 		r.purges, r.purging = nil, false
 		r.cold, r.coldOrder, r.coldQueued = nil, nil, false
+		for _, m := range r.waiting {
+			m.reply(slot.Result{Status: slot.Unavailable, Record: slot.Record{ID: m.id}})
+		}
+		r.lookups, r.waiting = 0, nil
 		r.restarted = true
 	case *actor.Started:
 		r.self = ctx.Self()
@@ -176,7 +187,9 @@ func (r *router) Receive(ctx actor.Context) {
 		r.purgeDone(ctx, m)
 		r.purgeDue()
 	case *statsReq:
-		ctx.Respond(r.env.stats.snapshot(len(r.active)))
+		st := r.env.stats.snapshot(len(r.active))
+		st.LookupSlots, st.LookupsWaiting = r.lookups, len(r.waiting)
+		ctx.Respond(st)
 	}
 }
 
@@ -314,9 +327,36 @@ func (r *router) lookup(ctx actor.Context, m *lookupCmd) {
 	idx := r.slotOf(at)
 	ref := r.active[idx]
 	if ref == nil {
+		if limit := r.env.cfg.MaxLookupSlots; limit > 0 && r.lookups >= limit {
+			if len(r.waiting) >= limit*lookupQueuePerSlot {
+				r.env.stats.lookupsRefused.Add(1)
+				m.reply(slot.Result{Status: slot.Busy, Record: slot.Record{ID: m.id}})
+				return
+			}
+			r.waiting = append(r.waiting, m)
+			return
+		}
 		ref = r.activate(ctx, idx)
+		ref.lookup = true
+		r.lookups++
 	}
 	r.forward(ctx, ref, in)
+}
+
+// lookupLeft notes that ref no longer counts as a lookup slot, and lets
+// waiting lookups take the room.
+func (r *router) lookupLeft(ctx actor.Context, ref *slotRef) {
+	if !ref.lookup {
+		return
+	}
+	ref.lookup = false
+	r.lookups--
+	for len(r.waiting) > 0 && (r.lookups < r.env.cfg.MaxLookupSlots || r.env.cfg.MaxLookupSlots <= 0) {
+		m := r.waiting[0]
+		r.waiting[0] = nil
+		r.waiting = r.waiting[1:]
+		r.lookup(ctx, m)
+	}
 }
 
 func (r *router) forward(ctx actor.Context, ref *slotRef, in slot.Input) {
@@ -358,6 +398,7 @@ func (r *router) passivate(ctx actor.Context, m *passivate) {
 	}
 	delete(r.active, m.index)
 	ctx.Stop(m.pid)
+	r.lookupLeft(ctx, ref)
 	if m.closedSeq > 0 {
 		heap.Push(&r.purges, purgeEntry{at: m.closedAt + r.env.retentionMs, index: m.index, seq: m.closedSeq, closedAt: m.closedAt})
 		r.armPurge()
@@ -374,6 +415,7 @@ func (r *router) advanceHorizon(ctx actor.Context) {
 	for idx := from; idx <= upTo; idx++ {
 		if ref := r.active[idx]; ref != nil {
 			ctx.Send(ref.pid, &stay{pinned: true}) // loaded for a get; now it must stay
+			r.lookupLeft(ctx, ref)
 			continue
 		}
 		r.activate(ctx, idx)

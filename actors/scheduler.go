@@ -49,7 +49,21 @@ type Config struct {
 	// a load keeps at most this many body bytes in memory and brings the
 	// rest back from the journal as they come due. Zero: no bound.
 	MaxBodyBytes int
+	// MaxLookupSlots bounds the slots loaded at once only to answer gets
+	// and cancels (0: DefaultMaxLookupSlots; negative: no bound). Lookups
+	// of further slots wait for one of them to leave, up to
+	// lookupQueuePerSlot per slot of the bound; beyond, they are answered
+	// Busy. A client asking for ids all over the year so cannot make tock
+	// load slot after slot without bound.
+	MaxLookupSlots int
 }
+
+// DefaultMaxLookupSlots is Config.MaxLookupSlots's default: room for many
+// clients' gets at once, each slot a load's worth of memory.
+const DefaultMaxLookupSlots = 64
+
+// lookupQueuePerSlot sizes the queue of lookups waiting for a slot.
+const lookupQueuePerSlot = 16
 
 // Deps are the scheduler's connections to the world.
 type Deps struct {
@@ -108,6 +122,9 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Scheduler, error) {
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxLookupSlots == 0 {
+		cfg.MaxLookupSlots = DefaultMaxLookupSlots
 	}
 	e := &env{
 		cfg: cfg, widthMs: cfg.SlotWidth.Milliseconds(), horizonMs: cfg.Horizon.Milliseconds(),
@@ -246,6 +263,12 @@ type Stats struct {
 	// read the whole slot, the records named having moved.
 	Refills     int64 `json:"refills"`
 	RefillScans int64 `json:"refill_scans"`
+	// LookupSlots is the slots loaded now only to answer gets and cancels
+	// (Config.MaxLookupSlots), LookupsWaiting the lookups queued for room
+	// among them, LookupsRefused those answered Busy since start.
+	LookupSlots    int   `json:"lookup_slots"`
+	LookupsWaiting int   `json:"lookups_waiting"`
+	LookupsRefused int64 `json:"lookups_refused"`
 }
 
 // Stats asks the router for a snapshot.
@@ -296,7 +319,7 @@ func (s *Scheduler) Stop(timeout time.Duration) error {
 
 type stats struct {
 	resident, scheduled, cancelled, fired, dead, loads, purged, appendErrors atomic.Int64
-	limitedPerStep, limitedInFlight, refills, refillScans                    atomic.Int64
+	limitedPerStep, limitedInFlight, refills, refillScans, lookupsRefused    atomic.Int64
 }
 
 func (st *stats) limit(l slot.Limit) {
@@ -326,6 +349,6 @@ func (st *stats) snapshot(active int) Stats {
 		ActiveSlots: active, ResidentEntries: st.resident.Load(),
 		Scheduled: st.scheduled.Load(), Cancelled: st.cancelled.Load(), Fired: st.fired.Load(), Dead: st.dead.Load(),
 		SlotLoads: st.loads.Load(), SlotsPurged: st.purged.Load(), AppendErrors: st.appendErrors.Load(),
-		Refills: st.refills.Load(), RefillScans: st.refillScans.Load(),
+		Refills: st.refills.Load(), RefillScans: st.refillScans.Load(), LookupsRefused: st.lookupsRefused.Load(),
 	}
 }

@@ -129,6 +129,9 @@ func (a *slotActor) Receive(ctx actor.Context) {
 		a.step(m.in)
 	case *stay:
 		a.asked = false
+		if m.pinned && !a.pinned && a.core != nil {
+			a.core.SetBodyBudget(a.env.cfg.MaxBodyBytes) // loaded for a lookup; now it fires
+		}
 		a.pinned = a.pinned || m.pinned
 	}
 	a.maybePassivate(ctx)
@@ -139,10 +142,18 @@ func (a *slotActor) Receive(ctx actor.Context) {
 func (a *slotActor) load() {
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
+	// A slot loaded only to answer a lookup keeps no stored body: it
+	// needs none to answer, and lookups of many such slots cost entries
+	// only. If the horizon reaches it meanwhile, its bodies come back as
+	// they come due, as for a slot over its budget.
+	budget := a.env.cfg.MaxBodyBytes
+	if !a.pinned {
+		budget = 1
+	}
 	core := slot.New(slot.Config{
 		Index: a.index, Width: a.env.widthMs,
 		MaxInFlight: a.env.cfg.MaxInFlight, MaxPerStep: a.env.cfg.MaxPerStep,
-		MaxBodyBytes: a.env.cfg.MaxBodyBytes,
+		MaxBodyBytes: budget,
 	})
 	// Streamed a record at a time: a big slot never holds its decoded
 	// events all at once beside the store they are copied into, and its

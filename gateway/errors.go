@@ -72,6 +72,13 @@ func Conflict(id string, st slot.State) *Error {
 	}
 }
 
+// LookupsBusy is the answer to a get or cancel that would load one slot
+// more than tock keeps loaded for lookups (actors.Config.MaxLookupSlots)
+// while more lookups than it queues already wait.
+func LookupsBusy() *Error {
+	return Overloaded("too many slots loaded to answer gets and cancels", "--max-lookup-slots")
+}
+
 // Unavailable is the answer when the journal could not store the command.
 func Unavailable() *Error {
 	return &Error{Code: CodeUnavailable, Description: "journal cannot take writes; retry"}

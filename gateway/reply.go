@@ -70,6 +70,8 @@ func CancelReply(id msgid.ID, res slot.Result) (CancelResponse, *Error) {
 		return CancelResponse{}, Conflict(id.String(), res.Record.State)
 	case slot.Unavailable:
 		return CancelResponse{}, Unavailable()
+	case slot.Busy:
+		return CancelResponse{}, LookupsBusy()
 	}
 	return CancelResponse{}, unexpected("cancel", res.Status)
 }
@@ -96,6 +98,8 @@ func GetReply(id msgid.ID, res slot.Result) (GetResponse, *Error) {
 		return GetResponse{}, NotFound(id.String())
 	case slot.Unavailable:
 		return GetResponse{}, Unavailable()
+	case slot.Busy:
+		return GetResponse{}, LookupsBusy()
 	}
 	return GetResponse{}, unexpected("get", res.Status)
 }

@@ -84,6 +84,7 @@ func TestCancelReply(t *testing.T) {
 			wantErr: &Error{Code: 500, Description: "internal error: scheduler reported a conflict in state 0"},
 		},
 		{name: "unavailable", res: slot.Result{Status: slot.Unavailable}, wantErr: &Error{Code: 503, Description: "journal cannot take writes; retry"}},
+		{name: "busy", res: slot.Result{Status: slot.Busy}, wantErr: &Error{Code: 503, Description: "tock is overloaded: too many slots loaded to answer gets and cancels (--max-lookup-slots); retry with back-off"}},
 		{name: "unexpected", res: slot.Result{Status: 9}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered cancel with unexpected status 9"}},
 	}
 	checkReplies(t, tests, func(res slot.Result) (any, *Error) { return CancelReply(testID, res) })
@@ -110,6 +111,7 @@ func TestGetReply(t *testing.T) {
 		},
 		{name: "not found", res: slot.Result{Status: slot.NotFound}, wantErr: &Error{Code: 404, Description: `no message with id "` + id + `"`}},
 		{name: "unavailable", res: slot.Result{Status: slot.Unavailable}, wantErr: &Error{Code: 503, Description: "journal cannot take writes; retry"}},
+		{name: "busy", res: slot.Result{Status: slot.Busy}, wantErr: &Error{Code: 503, Description: "tock is overloaded: too many slots loaded to answer gets and cancels (--max-lookup-slots); retry with back-off"}},
 		{name: "conflict makes no sense", res: slot.Result{Status: slot.Conflict}, wantErr: &Error{Code: 500, Description: "internal error: scheduler answered get with unexpected status 3"}},
 		{name: "unknown state", res: slot.Result{Status: slot.OK, Record: rec(7, 0)}, wantErr: &Error{Code: 500, Description: "internal error: scheduler reported state 7"}},
 	}

@@ -72,6 +72,10 @@ type Config struct {
 	// bodies beyond it stay in the journal and are read back as they come
 	// due (actors/slot/refill.go). Negative: no bound.
 	SlotMemory int
+	// MaxLookupSlots bounds the slots loaded at once only to answer gets
+	// and cancels (actors.Config.MaxLookupSlots). Zero: its default;
+	// negative: no bound.
+	MaxLookupSlots int
 	// SyncAlways makes the embedded server fsync every JetStream write
 	// before acknowledging it, so an acknowledged message survives an OS
 	// crash or power loss. Without it JetStream fsyncs every 2 minutes

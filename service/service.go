@@ -147,7 +147,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	}
 	s.scheduler, err = actors.Start(ctx, actors.Config{
 		SlotWidth: cfg.SlotWidth, Horizon: cfg.Horizon, Retention: cfg.Retention, MaxDelay: cfg.MaxDelay,
-		MaxBodyBytes: max(cfg.SlotMemory, 0),
+		MaxBodyBytes: max(cfg.SlotMemory, 0), MaxLookupSlots: cfg.MaxLookupSlots,
 	}, actors.Deps{Journal: s.journal, Publisher: s.publisher, Clock: clk, Logger: s.log.With("part", "actors")})
 	if err != nil {
 		return nil, fmt.Errorf("start actors: %w", err)

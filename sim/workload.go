@@ -343,6 +343,8 @@ func statusName(st slot.Status) string {
 		return "conflict"
 	case slot.Unavailable:
 		return "unavailable"
+	case slot.Busy:
+		return "busy"
 	}
 	return "none"
 }

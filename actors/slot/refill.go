@@ -1,6 +1,7 @@
 package slot
 
 import (
+	"math"
 	"slices"
 
 	"github.com/tockd/tock/journal"
@@ -44,6 +45,9 @@ func (s *Slot) BeginRefill() []uint64 {
 	s.wanted = make(map[msgid.ID]int32)
 	var seqs []uint64
 	room := s.cfg.MaxBodyBytes - s.st.live
+	if s.cfg.MaxBodyBytes <= 0 {
+		room = math.MaxInt // no budget (any more): every cold body
+	}
 	for _, i := range cold {
 		e := &s.st.entries[i]
 		if len(s.wanted) > 0 && int(e.n) > room {
@@ -84,6 +88,15 @@ func (s *Slot) RefillEvents(seq uint64, events []journal.Event) {
 			e.setRecord(seq)
 		}
 	}
+}
+
+// SetBodyBudget changes the body budget (Config.MaxBodyBytes): a slot
+// loaded with a small one (to answer a lookup) gets the full one when it
+// is going to fire. Bodies already cold come back by refills as they
+// come due.
+func (s *Slot) SetBodyBudget(n int) {
+	s.cfg.MaxBodyBytes = n
+	s.st.budget = max(n, 0)
 }
 
 // Missing counts the wanted bodies a refill has not found yet.

@@ -39,6 +39,7 @@ const (
 	NotFound           // no message with that id (never existed, or purged after retention)
 	Conflict           // cancel of a message no longer pending; Record says its state
 	Unavailable        // the journal could not store the event; nothing is promised
+	Busy               // too many slots loaded for lookups to load another now; retry
 )
 
 // Outcome is how the publisher settled a delivery: published, or (Dead)

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/bench"
 	"github.com/tockd/tock/deadletter"
 	"github.com/tockd/tock/service"
@@ -201,14 +202,14 @@ func TestParseServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := service.Config{
-		DataDir:     service.DefaultDataDir,
-		Listen:      service.DefaultListen,
-		MaxDelay:    service.DefaultMaxDelay,
-		MaxPayload:  service.DefaultMaxPayload,
-		Retention:   service.DefaultRetention,
-		SlotWidth:   service.DefaultSlotWidth,
-		Horizon:     service.DefaultHorizon,
-		SlotMemory:  service.DefaultSlotMemory,
+		DataDir:    service.DefaultDataDir,
+		Listen:     service.DefaultListen,
+		MaxDelay:   service.DefaultMaxDelay,
+		MaxPayload: service.DefaultMaxPayload,
+		Retention:  service.DefaultRetention,
+		SlotWidth:  service.DefaultSlotWidth,
+		Horizon:    service.DefaultHorizon,
+		SlotMemory: service.DefaultSlotMemory, MaxLookupSlots: actors.DefaultMaxLookupSlots,
 		MaxInFlight: service.DefaultMaxInFlight, MaxInFlightBytes: service.DefaultMaxInFlightBytes,
 		DeliveryMaxAttempts: -1, DeliveryMaxAge: service.DefaultDeliveryMaxAge, DeadRetention: service.DefaultDeadRetention,
 	}
@@ -228,7 +229,7 @@ func TestParseServe(t *testing.T) {
 		"--data", "/var/lib/tock", "--nats-listen", "0.0.0.0:-1", "--max-delay", "30d",
 		"--max-payload", "1MiB", "--retention", "1d12h", "--slot-width", "30s", "--horizon", "2s",
 		"--log-level", "debug", "--log-format", "json", "--pprof", "127.0.0.1:6060", "--shutdown-timeout", "3s",
-		"--sync", "always", "--gc-percent", "150", "--memory-limit", "768MiB", "--slot-memory", "64MiB",
+		"--sync", "always", "--gc-percent", "150", "--memory-limit", "768MiB", "--slot-memory", "64MiB", "--max-lookup-slots", "8",
 		"--allow-targets", "orders.>, audit.*", "--max-inflight", "100", "--max-inflight-bytes", "0",
 		"--delivery-max-attempts", "5", "--delivery-max-age", "0", "--dlq-retention", "7d",
 		"--dead-letter", "ORDERS:workers", "--dead-letter", "AUDIT:readers", "--dead-letter", "ORDERS:workers",
@@ -239,7 +240,7 @@ func TestParseServe(t *testing.T) {
 	want = service.Config{
 		DataDir: "/var/lib/tock", Listen: "0.0.0.0:-1", MaxDelay: 30 * 24 * time.Hour, MaxPayload: 1 << 20,
 		Retention: 36 * time.Hour, SlotWidth: 30 * time.Second, Horizon: 2 * time.Second, SyncAlways: true,
-		SlotMemory: 64 << 20, AllowTargets: mustAllow(t, "orders.>,audit.*"), MaxInFlight: 100, MaxInFlightBytes: -1,
+		SlotMemory: 64 << 20, MaxLookupSlots: 8, AllowTargets: mustAllow(t, "orders.>,audit.*"), MaxInFlight: 100, MaxInFlightBytes: -1,
 		DeliveryMaxAttempts: 5, DeliveryMaxAge: -1, DeadRetention: 7 * 24 * time.Hour,
 		DeadLetters: []deadletter.Source{{Stream: "ORDERS", Consumer: "workers"}, {Stream: "AUDIT", Consumer: "readers"}},
 	}

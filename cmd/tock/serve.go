@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tockd/tock/actors"
 	"github.com/tockd/tock/bench"
 	"github.com/tockd/tock/deadletter"
 	"github.com/tockd/tock/delivery"
@@ -87,6 +88,7 @@ func serveFlags(o *serveOpts) *flag.FlagSet {
 	fs.Var(newDurationValue(&c.Retention, service.DefaultRetention), "retention", "keep delivered and cancelled messages queryable for this `duration`")
 	fs.Var(newDurationValue(&c.SlotWidth, service.DefaultSlotWidth), "slot-width", "one slot actor owns this `duration` of deliver times")
 	fs.Var(newDurationValue(&c.Horizon, service.DefaultHorizon), "horizon", "load a slot this `duration` before it starts")
+	fs.IntVar(&c.MaxLookupSlots, "max-lookup-slots", actors.DefaultMaxLookupSlots, "load at most this `number` of slots at once only to answer gets and cancels; lookups of others wait, and beyond a queue get 503 (0: no bound)")
 	fs.Var(newBytesValue(&c.SlotMemory, service.DefaultSlotMemory), "slot-memory", "keep at most this `size` of message bodies in memory per loaded slot; the rest are read back from the journal as they come due (0: no bound)")
 	fs.StringVar(&o.sync, "sync", "interval", "when the embedded server fsyncs: `mode` interval (every 2 minutes; survives kill -9) or always (before each acknowledgement; survives power loss)")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go GC target `percent` (GOGC); the GOGC environment variable wins unless this flag is given")
@@ -147,6 +149,12 @@ func parseServe(args []string) (*serveOpts, error) {
 	}
 	if c.MaxInFlightBytes == 0 {
 		c.MaxInFlightBytes = -1
+	}
+	if c.MaxLookupSlots < 0 {
+		return nil, usagef("--max-lookup-slots must not be negative")
+	}
+	if c.MaxLookupSlots == 0 {
+		c.MaxLookupSlots = -1 // no bound (the service's zero means its default)
 	}
 	if c.SlotMemory < 0 {
 		return nil, usagef("--slot-memory must not be negative")
