@@ -11,6 +11,7 @@ import (
 	"github.com/tockd/tock/actors/slot"
 	"github.com/tockd/tock/clock"
 	"github.com/tockd/tock/journal"
+	"github.com/tockd/tock/msgid"
 )
 
 // Messages a slot actor receives besides the router's commands.
@@ -34,7 +35,21 @@ type (
 	// resume ends the back-off after a failed append: reload and go on.
 	// owner as for appended.
 	resume struct{ owner *slotActor }
+	// refilled brings a refill's records: Scheduled events with bodies,
+	// read for core (a reload since replaced it: then it is dropped), from
+	// the records the core named or, with scan, from the whole slot.
+	refilled struct {
+		core *slot.Slot
+		recs []refillRecord
+		scan bool
+		err  error
+	}
 )
+
+type refillRecord struct {
+	seq    uint64
+	events []journal.Event
+}
 
 // slotActor is the thin shell around one slot.Slot: it appends the
 // events each Ready hands out and steps Persisted when the journal
@@ -48,6 +63,7 @@ type slotActor struct {
 	core  *slot.Slot
 
 	appending   bool // an append is in flight (the core hands out one at a time)
+	refilling   bool // a refill's read is in flight (refilled ends it)
 	refillFails int  // failed refills in a row, for the back-off
 	appendFails int  // failed appends in a row, for the back-off
 	// suspended: an append failed and the slot waits out its back-off
@@ -108,6 +124,10 @@ func (a *slotActor) Receive(ctx actor.Context) {
 			settled := a.settled
 			a.settled = nil
 			a.step(slot.Resettle{Outcomes: settled})
+		}
+	case *refilled:
+		if m.core == a.core {
+			a.onRefilled(m)
 		}
 	case *tick:
 		a.tickQueue = false
@@ -172,6 +192,7 @@ func (a *slotActor) load() {
 	a.core = core
 	a.lastSeq = seq
 	a.appending = false
+	a.refilling = false // a refill of the replaced core is dropped when it ends
 	a.env.stats.loads.Add(1)
 }
 
@@ -251,29 +272,63 @@ func (a *slotActor) step(in slot.Input) {
 	a.arm(rd.WakeAt, now)
 	a.count(a.core.Len())
 	if rd.Refill {
-		a.refill()
+		a.startRefill()
 	}
 }
 
-// refill brings back the bodies of the next cold messages (the slot
-// loaded over its body budget) from the records that hold them, or from
-// the whole slot if some are no longer there, then ticks the slot to fire
-// them; a failed read is retried with back-off.
-func (a *slotActor) refill() {
-	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
-	defer cancel()
-	var y yielder
-	keep := func(rec uint64, events []journal.Event) error {
-		a.core.RefillEvents(rec, events)
-		y.done(len(events))
-		return nil
+// startRefill reads the records holding the next cold bodies the core
+// wants (the slot loaded over its body budget), off the actor: the slot
+// goes on firing what it has meanwhile, and refilled brings them.
+func (a *slotActor) startRefill() {
+	a.refilling = true
+	a.readRefill(a.core.BeginRefill(), nil)
+}
+
+// readRefill reads the records seqs, or the whole slot if seqs is nil
+// (keeping only the Scheduled events of want), in the background, and
+// sends what it found as refilled.
+func (a *slotActor) readRefill(seqs []uint64, want map[msgid.ID]bool) {
+	core, self, root, j, idx := a.core, a.self, a.env.system.Root, a.env.journal, a.index
+	a.env.goFunc(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
+		defer cancel()
+		m := &refilled{core: core, scan: seqs == nil}
+		keep := func(seq uint64, events []journal.Event) error {
+			var kept []journal.Event
+			for _, ev := range events {
+				if ev.Kind == journal.Scheduled && len(ev.Body) > 0 && (want == nil || want[ev.ID]) {
+					kept = append(kept, ev) // the slice is reused; bodies stay valid
+				}
+			}
+			if len(kept) > 0 {
+				m.recs = append(m.recs, refillRecord{seq: seq, events: kept})
+			}
+			return nil
+		}
+		if m.scan {
+			_, m.err = j.Scan(ctx, idx, keep)
+		} else {
+			m.err = j.Read(ctx, idx, seqs, keep)
+		}
+		root.Send(self, m)
+	})
+}
+
+// onRefilled gives the core what a refill read, reads the whole slot for
+// bodies that were not where the core said (once), then ends the refill
+// and ticks the slot to fire them; a failed read is retried with back-off.
+func (a *slotActor) onRefilled(m *refilled) {
+	for _, r := range m.recs {
+		a.core.RefillEvents(r.seq, r.events)
 	}
-	err := a.env.journal.Read(ctx, a.index, a.core.BeginRefill(), keep)
-	if err == nil && a.core.Missing() > 0 {
+	if m.err == nil && !m.scan && a.core.Missing() > 0 {
 		a.env.stats.refillScans.Add(1)
-		_, err = a.env.journal.Scan(ctx, a.index, keep)
+		a.readRefill(nil, a.core.MissingIDs())
+		return
 	}
+	a.refilling = false
 	missing := a.core.EndRefill()
+	err := m.err
 	if err == nil && missing > 0 {
 		err = fmt.Errorf("%d bodies not found in the journal", missing)
 	}
@@ -373,7 +428,7 @@ func (a *slotActor) disarm() {
 // either finished or outside the activation horizon. The router decides,
 // because only it knows whether a command is on its way here.
 func (a *slotActor) maybePassivate(ctx actor.Context) {
-	if a.asked || a.core == nil || a.suspended || a.appending || a.tickQueue || a.core.Holding() || a.core.InFlight() > 0 {
+	if a.asked || a.core == nil || a.suspended || a.appending || a.refilling || a.tickQueue || a.core.Holding() || a.core.InFlight() > 0 {
 		return
 	}
 	done := a.core.Done()

@@ -20,6 +20,26 @@ import (
 // bodies. A record the journal no longer has there (its layout moved it)
 // is found by a read of the whole slot, which also updates every cold
 // entry's sequence.
+//
+// A slot that fires asks for its next refill before firing reaches a
+// cold body, once the bodies in memory are down to half the budget: the
+// caller reads while the warm half fires, and firing waits only if the
+// journal reads slower than the slot fires.
+
+// askRefill sets Ready.Refill unless a refill is under way.
+func (s *Slot) askRefill() {
+	if !s.refill {
+		s.ready.Refill, s.refill = true, true
+	}
+}
+
+// prefetch asks for a refill ahead of need (see above). Called after a
+// step handed out deliveries: only a slot that fires reads ahead.
+func (s *Slot) prefetch() {
+	if s.st.cold > 0 && s.cfg.MaxBodyBytes > 0 && s.st.live <= s.cfg.MaxBodyBytes/2 {
+		s.askRefill()
+	}
+}
 
 // BeginRefill chooses the cold messages whose bodies the refill brings
 // back: the earliest due first, as many as fit the budget after the
@@ -56,6 +76,7 @@ func (s *Slot) BeginRefill() []uint64 {
 		s.wanted[e.id] = i
 		seqs = append(seqs, e.record())
 		room -= int(e.n)
+		s.wantBytes += int(e.n)
 	}
 	slices.Sort(seqs)
 	return slices.Compact(seqs)
@@ -63,8 +84,8 @@ func (s *Slot) BeginRefill() []uint64 {
 
 // RefillEvents takes stored events of the slot, from the record seq (a
 // Journal.Read or Scan's worth, in any number of calls), and keeps the
-// wanted bodies among them. Other cold messages it meets note seq as
-// their record's.
+// wanted bodies among them, and others while room is left. Other cold
+// messages it meets note seq as their record's.
 func (s *Slot) RefillEvents(seq uint64, events []journal.Event) {
 	for i := range events {
 		ev := &events[i]
@@ -84,6 +105,11 @@ func (s *Slot) RefillEvents(seq uint64, events []journal.Event) {
 		if _, want := s.wanted[ev.ID]; want {
 			s.st.warm(e, ev.Body)
 			delete(s.wanted, ev.ID)
+			s.wantBytes -= int(e.n)
+		} else if e.state == Pending && (s.cfg.MaxBodyBytes <= 0 || s.st.live+s.wantBytes+int(e.n) <= s.cfg.MaxBodyBytes) {
+			// A neighbour in a record read anyway, with room beside the
+			// wanted ones: keep it rather than read the record again.
+			s.st.warm(e, ev.Body)
 		} else {
 			e.setRecord(seq)
 		}
@@ -99,16 +125,28 @@ func (s *Slot) SetBodyBudget(n int) {
 	s.st.budget = max(n, 0)
 }
 
-// Missing counts the wanted bodies a refill has not found yet.
-func (s *Slot) Missing() int { return len(s.wanted) }
+// Missing counts the wanted bodies a refill has not found yet, of
+// messages still pending (one cancelled meanwhile needs none).
+func (s *Slot) Missing() int { return len(s.MissingIDs()) }
+
+// MissingIDs returns the ids Missing counts.
+func (s *Slot) MissingIDs() map[msgid.ID]bool {
+	ids := make(map[msgid.ID]bool)
+	for id, i := range s.wanted {
+		if e := &s.st.entries[i]; e.cold && e.state == Pending {
+			ids[id] = true
+		}
+	}
+	return ids
+}
 
 // EndRefill ends a refill and returns how many wanted bodies the events
 // did not hold (only a journal that lost records gives a number above 0:
 // the caller must reload the slot, or firing would ask again forever).
 func (s *Slot) EndRefill() int {
-	missing := len(s.wanted)
-	s.wanted = nil
-	s.refill = false
+	missing := s.Missing()
+	s.wanted, s.wantBytes = nil, 0
+	s.refill, s.blocked = false, false
 	return missing
 }
 

@@ -153,10 +153,11 @@ type Ready struct {
 	// WakeAt is when the slot next needs a Tick (Unix ms; ≤ now means at
 	// once); 0 means no timer: it waits for inputs only.
 	WakeAt int64
-	// Refill says the next due message's body is not in memory: the
-	// caller must run a refill (BeginRefill, the records it names, or
-	// else all of the slot's, to RefillEvents, EndRefill) and then
-	// Step(Tick).
+	// Refill asks for a refill: the next due message's body is not in
+	// memory, or soon will not be (refill.go). The caller runs one
+	// (BeginRefill; the records it names, or else all of the slot's, to
+	// RefillEvents; EndRefill; then Step(Tick)), and may step the slot
+	// meanwhile: no second refill is asked for before EndRefill.
 	Refill bool
 	// Limited names the flow limit that stopped the last step's firing
 	// while messages were still due: a backlog. Informational (counted in
@@ -210,10 +211,14 @@ type Slot struct {
 	dur      durability
 	// persisted: the current step was a Persisted input.
 	persisted bool
-	// refill: firing waits for a cold body (Ready.Refill was set); wanted
-	// holds the entries a refill in progress brings back.
-	refill bool
-	wanted map[msgid.ID]int32
+	// refill: a refill was asked for (Ready.Refill) and has not ended;
+	// blocked: firing waits for it, a cold body being next; wanted holds
+	// the entries the refill in progress brings back.
+	refill  bool
+	blocked bool
+	wanted  map[msgid.ID]int32
+	// wantBytes: body bytes of the wanted entries not warmed yet.
+	wantBytes int
 	// reasons: why each dead-lettered message was (its records say it).
 	reasons map[msgid.ID]string
 }
@@ -437,7 +442,13 @@ func truncateReason(r string) string {
 // fire hands out due messages in (deliver time, acceptance) order, up to
 // the flow limits.
 func (s *Slot) fire(now int64) {
-	for n := 0; ; {
+	n := 0
+	defer func() {
+		if n > 0 {
+			s.prefetch()
+		}
+	}()
+	for {
 		if s.inFlight-s.stuck >= s.cfg.MaxInFlight || n >= s.cfg.MaxPerStep {
 			if s.due(now) {
 				s.ready.Limited = LimitPerStep
@@ -461,7 +472,8 @@ func (s *Slot) fire(now int64) {
 			continue
 		}
 		if e := &s.st.entries[i]; e.state == Pending && e.cold {
-			s.ready.Refill, s.refill = true, true
+			s.blocked = true
+			s.askRefill()
 			return
 		}
 		s.st.due.pop()
@@ -504,7 +516,7 @@ func (s *Slot) maybeClose(now int64) {
 }
 
 func (s *Slot) wakeAt(now int64) int64 {
-	if s.inFlight-s.stuck >= s.cfg.MaxInFlight || s.refill {
+	if s.inFlight-s.stuck >= s.cfg.MaxInFlight || s.blocked {
 		return 0 // confirmations, or the refill's Tick, wake it
 	}
 	for {

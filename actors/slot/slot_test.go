@@ -33,6 +33,8 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 //	restart       a new slot recovers from what was persisted
 //	refill        bring cold bodies back from the records the slot names,
 //	              then tick
+//	refill-begin, refill-end   the same in two steps, with others between
+//	              (the actor reads while the slot goes on)
 //	moved         the journal's layout moves every record (new sequences)
 //
 // Each persist stores one record, numbered from 1.
@@ -73,7 +75,9 @@ type script struct {
 	unacked []journal.Event // handed out, not yet persisted
 	seq     uint64          // last record sequence handed out
 	now     int64           // the latest NOW of the script
-	out     strings.Builder
+	// refillSeqs: the records the refill in progress reads.
+	refillSeqs []uint64
+	out        strings.Builder
 }
 
 func runScript(t *testing.T, path string) string {
@@ -147,24 +151,30 @@ func (sc *script) do(f []string) error {
 		}
 		sc.recover()
 		return nil
-	case "refill":
-		// As the actor does: the records named, then the whole slot if
-		// some were not found there.
-		seqs := sc.s.BeginRefill()
+	case "refill", "refill-begin":
+		// As the actor does: BeginRefill, then (refill-end, at once for
+		// refill) the records named, the whole slot if some were not
+		// found there, EndRefill and a Tick.
+		sc.refillSeqs = sc.s.BeginRefill()
+		fmt.Fprintf(&sc.out, "refill: records %v\n", sc.refillSeqs)
+		if f[0] == "refill-begin" {
+			return nil
+		}
+		fallthrough
+	case "refill-end":
 		for _, r := range sc.records {
-			if slices.Contains(seqs, r.seq) {
+			if slices.Contains(sc.refillSeqs, r.seq) {
 				sc.s.RefillEvents(r.seq, r.events)
 			}
 		}
-		fmt.Fprintf(&sc.out, "refill: records %v", seqs)
 		if n := sc.s.Missing(); n > 0 {
-			fmt.Fprintf(&sc.out, ", %d not there; the whole slot", n)
+			fmt.Fprintf(&sc.out, "refill: %d not there; the whole slot\n", n)
 			for _, r := range sc.records {
 				sc.s.RefillEvents(r.seq, r.events)
 			}
 		}
 		inMem, cold := sc.s.BodyBytes()
-		fmt.Fprintf(&sc.out, ": %d missing, %d body bytes in memory, %d cold\n", sc.s.EndRefill(), inMem, cold)
+		fmt.Fprintf(&sc.out, "refill: %d missing, %d body bytes in memory, %d cold\n", sc.s.EndRefill(), inMem, cold)
 		sc.s.Step(sc.now, Tick{})
 		sc.print(sc.s.Ready())
 		return nil
