@@ -240,6 +240,15 @@ func (p *testPublisher) deliveries() []slot.Delivery {
 	return slices.Clone(p.delivered)
 }
 
+// bodies lists the bodies delivered, in order.
+func (p *testPublisher) bodies() []string {
+	var out []string
+	for _, d := range p.deliveries() {
+		out = append(out, string(d.Body))
+	}
+	return out
+}
+
 // ids lists the delivered ids in publish order.
 func (p *testPublisher) ids() []msgid.ID {
 	p.mu.Lock()

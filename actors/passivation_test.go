@@ -185,13 +185,7 @@ func TestLookupSlotFiresWithItsBodies(t *testing.T) {
 	}
 	h.advanceTo(at.Add(time.Second))
 	h.quiet()
-	var got []string
-	h.pub.mu.Lock()
-	for _, d := range h.pub.delivered {
-		got = append(got, string(d.Body))
-	}
-	h.pub.mu.Unlock()
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, h.pub.bodies()); diff != "" {
 		t.Errorf("bodies delivered (-want +got):\n%s", diff)
 	}
 	if ok, _ := h.j.loadCounts(idx); ok != 1 {

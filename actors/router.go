@@ -327,8 +327,8 @@ func (r *router) lookup(ctx actor.Context, m *lookupCmd) {
 	idx := r.slotOf(at)
 	ref := r.active[idx]
 	if ref == nil {
-		if limit := r.env.cfg.MaxLookupSlots; limit > 0 && r.lookups >= limit {
-			if len(r.waiting) >= limit*lookupQueuePerSlot {
+		if !r.lookupRoom() {
+			if len(r.waiting) >= r.env.cfg.MaxLookupSlots*lookupQueuePerSlot {
 				r.env.stats.lookupsRefused.Add(1)
 				m.reply(slot.Result{Status: slot.Busy, Record: slot.Record{ID: m.id}})
 				return
@@ -343,6 +343,11 @@ func (r *router) lookup(ctx actor.Context, m *lookupCmd) {
 	r.forward(ctx, ref, in)
 }
 
+// lookupRoom reports whether one more slot may load for a lookup.
+func (r *router) lookupRoom() bool {
+	return r.env.cfg.MaxLookupSlots <= 0 || r.lookups < r.env.cfg.MaxLookupSlots
+}
+
 // lookupLeft notes that ref no longer counts as a lookup slot, and lets
 // waiting lookups take the room.
 func (r *router) lookupLeft(ctx actor.Context, ref *slotRef) {
@@ -351,7 +356,7 @@ func (r *router) lookupLeft(ctx actor.Context, ref *slotRef) {
 	}
 	ref.lookup = false
 	r.lookups--
-	for len(r.waiting) > 0 && (r.lookups < r.env.cfg.MaxLookupSlots || r.env.cfg.MaxLookupSlots <= 0) {
+	for len(r.waiting) > 0 && r.lookupRoom() {
 		m := r.waiting[0]
 		r.waiting[0] = nil
 		r.waiting = r.waiting[1:]

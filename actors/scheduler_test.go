@@ -470,13 +470,7 @@ func TestBodyBudget(t *testing.T) {
 	h.man.Set(at.Add(-cfg.Horizon))
 	h.advanceTo(at.Add(time.Second))
 	h.quiet()
-	var got []string
-	h.pub.mu.Lock()
-	for _, d := range h.pub.delivered {
-		got = append(got, string(d.Body))
-	}
-	h.pub.mu.Unlock()
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, h.pub.bodies()); diff != "" {
 		t.Errorf("bodies delivered (-want +got):\n%s", diff)
 	}
 	st := h.stats()
